@@ -1,0 +1,509 @@
+//! Experiment lists and virb configs: ViRB's YAML files load unchanged; unknown keys and bad values
+//! are errors naming the file, line, job and key.
+use indexmap::IndexMap;
+use serde::{de, Deserialize, Deserializer, Serialize};
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
+
+/// A configuration error: where it is and what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{}{}: {message}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct ConfigError {
+    /// The file at fault.
+    pub file: PathBuf,
+    /// The 1-based line, when known.
+    pub line: Option<usize>,
+    /// What is wrong, naming the job and key.
+    pub message: String,
+}
+
+/// The encoder used when an experiment list gives a plain weights path (as in ViRB).
+pub const DEFAULT_ENCODER: &str = "resnet50";
+
+/// One experiment: a named encoder with its weights.
+#[derive(Debug, Clone)]
+pub struct Experiment {
+    /// The experiment name (output folder).
+    pub name: String,
+    /// Encoder name, as an encoder plugin provides it.
+    pub encoder: String,
+    /// Weights file.
+    pub weights: PathBuf,
+    /// Encoder options, as a JSON object.
+    pub options: serde_json::Value,
+}
+
+/// An experiment list entry: `name: path` (ViRB) or `name: {weights, encoder, options}`.
+#[derive(Debug)]
+struct ExperimentEntry {
+    weights: String,
+    encoder: Option<String>,
+    options: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExperimentEntryFull {
+    weights: String,
+    encoder: Option<String>,
+    options: Option<serde_json::Value>,
+}
+
+impl<'de> Deserialize<'de> for ExperimentEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = ExperimentEntry;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a weights path, or a mapping with `weights`, `encoder`, `options`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(ExperimentEntry {
+                    weights: v.to_string(),
+                    encoder: None,
+                    options: None,
+                })
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                let full = ExperimentEntryFull::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(ExperimentEntry {
+                    weights: full.weights,
+                    encoder: full.encoder,
+                    options: full.options,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Reads an experiment list.
+pub fn load_experiment_list(path: &Path) -> Result<Vec<Experiment>, ConfigError> {
+    let text = read(path)?;
+    let entries: IndexMap<String, ExperimentEntry> =
+        serde_yaml::from_str(&text).map_err(|e| yaml_error(path, e))?;
+    if entries.is_empty() {
+        return Err(ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            message: "the experiment list is empty; add `name: path/to/weights.pt` lines".into(),
+        });
+    }
+    Ok(entries
+        .into_iter()
+        .map(|(name, e)| Experiment {
+            name,
+            encoder: e.encoder.unwrap_or_else(|| DEFAULT_ENCODER.to_string()),
+            weights: PathBuf::from(e.weights),
+            options: e.options.unwrap_or(serde_json::Value::Object(Default::default())),
+        })
+        .collect())
+}
+
+/// Optimiser names (case-insensitive in files, as in ViRB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// Adam (betas 0.9, 0.999; eps 1e-8).
+    Adam,
+    /// SGD (optional momentum, dampening 0).
+    Sgd,
+}
+
+impl<'de> Deserialize<'de> for OptimizerKind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.to_ascii_lowercase().as_str() {
+            "adam" => Ok(OptimizerKind::Adam),
+            "sgd" => Ok(OptimizerKind::Sgd),
+            _ => Err(de::Error::custom(format!(
+                "unknown optimizer `{s}`, expected `adam` or `sgd`"
+            ))),
+        }
+    }
+}
+
+/// A learning-rate schedule.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(tag = "type", deny_unknown_fields)]
+pub enum SchedulerConfig {
+    /// lr(e) = lr0 * gamma^floor(e / step_size), stepped after each epoch.
+    StepLR {
+        /// Epochs between decays.
+        step_size: u32,
+        /// Decay factor.
+        gamma: f64,
+    },
+    /// PyTorch's OneCycleLR over the epochs (linear annealing), stepped after each epoch.
+    OneCycle {
+        /// Fraction of the cycle spent increasing the lr (default 0.3).
+        #[serde(default = "default_pct_start")]
+        pct_start: f64,
+        /// initial lr = lr / div_factor (default 25).
+        #[serde(default = "default_div_factor")]
+        div_factor: f64,
+        /// min lr = initial lr / final_div_factor (default 1e4).
+        #[serde(default = "default_final_div_factor")]
+        final_div_factor: f64,
+    },
+    /// lr(t) = lr0 * (1 - t/T)^exponent over all T optimiser steps, stepped after each batch.
+    Poly {
+        /// The exponent.
+        exponent: f64,
+    },
+}
+
+fn default_pct_start() -> f64 {
+    0.3
+}
+fn default_div_factor() -> f64 {
+    25.0
+}
+fn default_final_div_factor() -> f64 {
+    1e4
+}
+
+/// One entry of `training_configs`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingConfig {
+    /// `adam` or `sgd`.
+    pub optimizer: OptimizerKind,
+    /// Learning rate (> 0).
+    pub lr: f64,
+    /// SGD momentum (default 0).
+    #[serde(default)]
+    pub momentum: Option<f64>,
+    /// L2 weight decay (default 0).
+    #[serde(default)]
+    pub weight_decay: Option<f64>,
+    /// Nesterov momentum for SGD (default false).
+    #[serde(default)]
+    pub nesterov: Option<bool>,
+    /// Optional learning-rate schedule.
+    #[serde(default)]
+    pub scheduler: Option<SchedulerConfig>,
+}
+
+fn default_batch_size() -> u32 {
+    32
+}
+fn default_image_size() -> u32 {
+    224
+}
+fn default_repeats() -> u32 {
+    1
+}
+
+/// One job of a virb config: a task and a grid of training configs.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    /// Task type, as a task plugin names it.
+    pub task: String,
+    /// Named training configs; all train on one encoding.
+    pub training_configs: IndexMap<String, TrainingConfig>,
+    /// Epochs per training config.
+    pub num_epochs: u32,
+    /// Training batch size (default 32).
+    #[serde(default = "default_batch_size")]
+    pub batch_size: u32,
+    /// Evaluation batch size (default: `batch_size`).
+    #[serde(default)]
+    pub test_batch_size: Option<u32>,
+    /// Side of the square network input (default 224, as in the paper).
+    #[serde(default = "default_image_size")]
+    pub image_size: u32,
+    /// ViRB's switch between cached features and live encoding; only `true` is supported.
+    #[serde(default)]
+    pub pre_encode: Option<bool>,
+    /// ViRB's number of passes over the training split when caching; only 1 is supported.
+    #[serde(default = "default_repeats")]
+    pub num_dataset_repeats: u32,
+    /// ViRB's eval-only switch; not supported yet.
+    #[serde(default)]
+    pub task_head_weights_path: Option<String>,
+    /// Seed for head initialisation and batch order (default 0).
+    #[serde(default)]
+    pub seed: u64,
+}
+
+impl JobConfig {
+    /// The evaluation batch size.
+    pub fn eval_batch_size(&self) -> u32 {
+        self.test_batch_size.unwrap_or(self.batch_size)
+    }
+}
+
+/// A virb config file: jobs in file order.
+#[derive(Debug, Clone)]
+pub struct VirbConfig {
+    /// The file.
+    pub path: PathBuf,
+    /// Jobs by name (the task key).
+    pub jobs: IndexMap<String, JobConfig>,
+}
+
+/// Reads and validates a virb config.
+pub fn load_virb_config(path: &Path) -> Result<VirbConfig, ConfigError> {
+    let text = read(path)?;
+    let jobs: IndexMap<String, JobConfig> =
+        serde_yaml::from_str(&text).map_err(|e| yaml_error(path, e))?;
+    if jobs.is_empty() {
+        return Err(ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            message: "the virb config has no jobs".into(),
+        });
+    }
+    for (name, job) in &jobs {
+        validate(job).map_err(|(key, message)| ConfigError {
+            file: path.to_path_buf(),
+            line: locate(&text, name, key.as_deref()),
+            message: match key {
+                Some(key) => format!("job `{name}`: `{key}`: {message}"),
+                None => format!("job `{name}`: {message}"),
+            },
+        })?;
+    }
+    Ok(VirbConfig {
+        path: path.to_path_buf(),
+        jobs,
+    })
+}
+
+type Invalid = (Option<String>, String);
+
+fn bad(key: &str, message: impl Into<String>) -> Invalid {
+    (Some(key.to_string()), message.into())
+}
+
+fn validate(job: &JobConfig) -> Result<(), Invalid> {
+    if job.training_configs.is_empty() {
+        return Err(bad("training_configs", "needs at least one training config"));
+    }
+    if job.num_epochs == 0 {
+        return Err(bad("num_epochs", "must be at least 1"));
+    }
+    if job.batch_size == 0 {
+        return Err(bad("batch_size", "must be at least 1"));
+    }
+    if job.test_batch_size == Some(0) {
+        return Err(bad("test_batch_size", "must be at least 1"));
+    }
+    if !(16..=4096).contains(&job.image_size) {
+        return Err(bad("image_size", "must be between 16 and 4096 pixels"));
+    }
+    if job.pre_encode == Some(false) {
+        return Err(bad(
+            "pre_encode",
+            "live encoding (`pre_encode: false`) is not supported yet; image-level tasks are always encoded once and cached, so remove the key",
+        ));
+    }
+    if job.num_dataset_repeats != 1 {
+        return Err(bad(
+            "num_dataset_repeats",
+            "only 1 is supported: cached features are not augmented, so repeats would only duplicate samples",
+        ));
+    }
+    if job.task_head_weights_path.is_some() {
+        return Err(bad(
+            "task_head_weights_path",
+            "eval-only jobs are not supported yet",
+        ));
+    }
+    for (name, cfg) in &job.training_configs {
+        let key = |k: &str| format!("training_configs.{name}.{k}");
+        if !(cfg.lr.is_finite() && cfg.lr > 0.0) {
+            return Err(bad(&key("lr"), format!("must be a positive number, got {}", cfg.lr)));
+        }
+        if let Some(m) = cfg.momentum {
+            if !(0.0..1.0).contains(&m) {
+                return Err(bad(&key("momentum"), format!("must be in [0, 1), got {m}")));
+            }
+            if cfg.optimizer == OptimizerKind::Adam {
+                return Err(bad(&key("momentum"), "applies to `sgd` only (Adam uses fixed betas)"));
+            }
+        }
+        if let Some(wd) = cfg.weight_decay {
+            if !(wd.is_finite() && wd >= 0.0) {
+                return Err(bad(&key("weight_decay"), format!("must be >= 0, got {wd}")));
+            }
+        }
+        if cfg.nesterov == Some(true)
+            && (cfg.optimizer != OptimizerKind::Sgd || cfg.momentum.unwrap_or(0.0) <= 0.0)
+        {
+            return Err(bad(&key("nesterov"), "needs `optimizer: sgd` with a positive momentum"));
+        }
+        match &cfg.scheduler {
+            Some(SchedulerConfig::StepLR { step_size, gamma }) => {
+                if *step_size == 0 {
+                    return Err(bad(&key("scheduler.step_size"), "must be at least 1"));
+                }
+                if !(gamma.is_finite() && *gamma > 0.0) {
+                    return Err(bad(&key("scheduler.gamma"), "must be positive"));
+                }
+            }
+            Some(SchedulerConfig::OneCycle {
+                pct_start,
+                div_factor,
+                final_div_factor,
+            }) => {
+                if !(*pct_start > 0.0 && *pct_start < 1.0) {
+                    return Err(bad(&key("scheduler.pct_start"), "must be in (0, 1)"));
+                }
+                if !(*div_factor > 0.0 && *final_div_factor > 0.0) {
+                    return Err(bad(&key("scheduler"), "div factors must be positive"));
+                }
+            }
+            Some(SchedulerConfig::Poly { exponent }) => {
+                if !(exponent.is_finite() && *exponent > 0.0) {
+                    return Err(bad(&key("scheduler.exponent"), "must be positive"));
+                }
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+/// Finds the line of `key` (a dotted path below the job) within job `job`'s block.
+fn locate(text: &str, job: &str, key: Option<&str>) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let is_job = |l: &str| {
+        let t = l.trim_end();
+        !l.starts_with([' ', '\t', '#'])
+            && (t.starts_with(&format!("{job}:"))
+                || t.starts_with(&format!("\"{job}\":"))
+                || t.starts_with(&format!("'{job}':")))
+    };
+    let start = lines.iter().position(|l| is_job(l))?;
+    let Some(key) = key else { return Some(start + 1) };
+    let mut line = start;
+    for part in key.split('.') {
+        let found = lines
+            .iter()
+            .enumerate()
+            .skip(line + 1)
+            .take_while(|(_, l)| l.starts_with([' ', '\t']) || l.trim().is_empty() || l.trim_start().starts_with('#'))
+            .find(|(_, l)| {
+                let t = l.trim_start();
+                t.starts_with(&format!("{part}:")) || t.starts_with(&format!("\"{part}\":"))
+            })
+            .map(|(i, _)| i);
+        match found {
+            Some(i) => line = i,
+            None => break,
+        }
+    }
+    Some(line + 1)
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        line: None,
+        message: format!("cannot read: {e}"),
+    })
+}
+
+fn yaml_error(path: &Path, e: serde_yaml::Error) -> ConfigError {
+    let line = e.location().map(|l| l.line());
+    let mut message = e.to_string();
+    // serde_yaml appends " at line X column Y"; the location is already in the prefix.
+    if let Some(idx) = message.find(" at line ") {
+        message.truncate(idx);
+    }
+    ConfigError {
+        file: path.to_path_buf(),
+        line,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().expect("temp file");
+        f.write_all(text.as_bytes()).expect("write");
+        f
+    }
+
+    #[test]
+    fn virb_grid_search_file_loads_unchanged() {
+        let f = write(
+            r#"
+Imagenet:
+ task: "Imagenet"
+ training_configs:
+   adam-0.0001:
+     optimizer: "adam"
+     lr: 0.0001
+   sgd-0.01-StepLR:
+     optimizer: "sgd"
+     lr: 0.01
+     scheduler:
+       type: "StepLR"
+       step_size: 50
+       gamma: 0.1
+   sgd-0.01-OneCycle:
+     optimizer: "SGD"
+     lr: 0.01
+     scheduler:
+       type: "OneCycle"
+   sgd-0.01-Poly:
+     optimizer: "sgd"
+     lr: 0.001
+     scheduler:
+       type: "Poly"
+       exponent: 0.9
+ num_epochs: 100
+ batch_size: 32
+"#,
+        );
+        let cfg = load_virb_config(f.path()).expect("loads");
+        let job = &cfg.jobs["Imagenet"];
+        assert_eq!(job.training_configs.len(), 4);
+        assert_eq!(job.eval_batch_size(), 32);
+        assert_eq!(job.image_size, 224);
+        assert!(matches!(
+            job.training_configs["sgd-0.01-OneCycle"].scheduler,
+            Some(SchedulerConfig::OneCycle { pct_start, .. }) if pct_start == 0.3
+        ));
+    }
+
+    #[test]
+    fn unknown_key_names_job_key_and_line() {
+        let f = write("CalTech-101:\n  task: CalTech-101\n  training_configs:\n    a:\n      optimizer: adam\n      lrate: 0.1\n  num_epochs: 1\n");
+        let err = load_virb_config(f.path()).expect_err("unknown key");
+        let text = err.to_string();
+        assert!(text.contains("unknown field `lrate`"), "{text}");
+        assert_eq!(err.line, Some(6), "{text}");
+    }
+
+    #[test]
+    fn bad_value_names_job_and_key() {
+        let f = write("J:\n  task: T\n  training_configs:\n    a:\n      optimizer: adam\n      lr: -1\n  num_epochs: 1\n");
+        let err = load_virb_config(f.path()).expect_err("bad lr");
+        assert!(err.message.contains("job `J`: `training_configs.a.lr`"), "{err}");
+        assert_eq!(err.line, Some(6));
+    }
+
+    #[test]
+    fn experiment_list_forms() {
+        let f = write("SWAV_800: 'pretrained_weights/SWAV_800.pt'\nother:\n  weights: w.safetensors\n  options: {channels_last: false}\n");
+        let list = load_experiment_list(f.path()).expect("loads");
+        assert_eq!(list[0].name, "SWAV_800");
+        assert_eq!(list[0].encoder, DEFAULT_ENCODER);
+        assert_eq!(list[1].weights, PathBuf::from("w.safetensors"));
+        assert_eq!(list[1].options["channels_last"], serde_json::Value::Bool(false));
+        let f = write("x:\n  weights: a\n  wieghts: b\n");
+        let err = load_experiment_list(f.path()).expect_err("unknown key");
+        assert!(err.to_string().contains("unknown field `wieghts`"), "{err}");
+    }
+}

@@ -1,0 +1,292 @@
+//! `virb-host`: evaluates frozen visual encoders by training small heads on downstream tasks.
+//! Tasks and encoders come from plugins (`.so` files in the plugin folders).
+#![deny(missing_docs)]
+
+mod config;
+mod error;
+mod features;
+mod libtorch;
+mod plugins;
+mod progress;
+mod results;
+mod runner;
+mod train;
+
+use clap::{Parser, Subcommand};
+use std::{path::PathBuf, process::ExitCode};
+use virb_plugin_api::{FixtureRequest, LIBTORCH_VERSION, PLUGIN_API_VERSION};
+
+/// Evaluate frozen visual encoders on downstream tasks provided by plugins.
+#[derive(Parser)]
+#[command(name = "virb-host", version, about, long_about = None)]
+struct Cli {
+    /// Plugin folder (repeatable). Default: $VIRB_PLUGINS_DIR (`:`-separated), else
+    /// <folder of virb-host>/plugins and ~/.local/share/virb/plugins.
+    #[arg(long = "plugins-dir", global = true, value_name = "DIR")]
+    plugins_dir: Vec<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train and evaluate every job of a virb config for every experiment of an experiment list.
+    Run {
+        /// Experiment list: YAML mapping experiment name -> weights file.
+        #[arg(long = "experiment-list", alias = "experiment_list", value_name = "FILE")]
+        experiment_list: PathBuf,
+        /// Virb config: YAML mapping job name -> task, training_configs, num_epochs, ...
+        #[arg(long = "virb-configs", alias = "virb_configs", value_name = "FILE")]
+        virb_configs: PathBuf,
+        /// Folder holding the data sets.
+        #[arg(long = "data-root", alias = "data_root", default_value = "data")]
+        data_root: PathBuf,
+        /// Folder for results.
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+        /// `auto` (CUDA when available, else CPU), `cpu`, `cuda` or `cuda:N`.
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// libtorch intra-op threads (default: libtorch's choice).
+        #[arg(long)]
+        threads: Option<i32>,
+        /// Image decoding threads (default: number of CPUs).
+        #[arg(long = "decode-workers")]
+        decode_workers: Option<usize>,
+    },
+    /// List plugins found, and files rejected with the reason.
+    Plugins,
+    /// List the tasks the loaded plugins provide.
+    Tasks,
+    /// List the encoders the loaded plugins provide.
+    Encoders,
+    /// Show libtorch, CUDA and the devices virb can use.
+    Devices,
+    /// Write a small synthetic data set in a task's real on-disk layout.
+    Fixtures {
+        /// Task type (see `virb-host tasks`).
+        task: String,
+        /// Data root to write under (the task's own folder is created inside).
+        data_root: PathBuf,
+        /// Number of classes.
+        #[arg(long, default_value_t = 5)]
+        classes: u32,
+        /// Training images per class.
+        #[arg(long = "train-per-class", default_value_t = 12)]
+        train_per_class: u32,
+        /// Test images per class.
+        #[arg(long = "test-per-class", default_value_t = 8)]
+        test_per_class: u32,
+        /// Approximate image side in pixels.
+        #[arg(long = "image-size", default_value_t = 96)]
+        image_size: u32,
+        /// Random seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VIRB_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let dirs = plugins::plugin_dirs(&cli.plugins_dir);
+    match cli.command {
+        Command::Devices => {
+            devices();
+            ExitCode::SUCCESS
+        }
+        Command::Plugins => {
+            let reg = plugins::Registry::load(dirs);
+            print_plugins(&reg);
+            ExitCode::SUCCESS
+        }
+        Command::Tasks => {
+            let reg = plugins::Registry::load(dirs);
+            warn_rejected(&reg);
+            print_tasks(&reg);
+            ExitCode::SUCCESS
+        }
+        Command::Encoders => {
+            let reg = plugins::Registry::load(dirs);
+            warn_rejected(&reg);
+            for e in &reg.encoders {
+                let outputs: Vec<String> = e
+                    .info
+                    .outputs
+                    .iter()
+                    .map(|o| format!("{}[{}]", o.name, o.channels))
+                    .collect();
+                println!("{}  ({} {})", e.info.name, e.plugin.name, e.plugin.version);
+                println!("  {}", e.info.description);
+                println!("  outputs: {}", outputs.join(", "));
+                println!("  weights: {}", e.info.weight_formats);
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Fixtures {
+            task,
+            data_root,
+            classes,
+            train_per_class,
+            test_per_class,
+            image_size,
+            seed,
+        } => {
+            let reg = plugins::Registry::load(dirs);
+            warn_rejected(&reg);
+            let entry = match reg.task(&task) {
+                Ok(e) => e,
+                Err(e) => return fail(&e),
+            };
+            let result = entry.task.write_fixture(FixtureRequest {
+                data_root: data_root.to_string_lossy().as_ref().into(),
+                classes,
+                train_per_class,
+                test_per_class,
+                image_size,
+                seed,
+            });
+            match result.into_result() {
+                Ok(summary) => {
+                    println!("{summary}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e.to_string()),
+            }
+        }
+        Command::Run {
+            experiment_list,
+            virb_configs,
+            data_root,
+            out,
+            device,
+            threads,
+            decode_workers,
+        } => {
+            if let Some(n) = threads {
+                tch::set_num_threads(n.max(1));
+            }
+            let device = match libtorch::resolve_device(&device) {
+                Ok(d) => d,
+                Err(e) => return fail(&e),
+            };
+            let reg = plugins::Registry::load(dirs);
+            warn_rejected(&reg);
+            let opts = runner::RunOptions {
+                experiment_list,
+                virb_configs,
+                data_root,
+                out,
+                device,
+                decode_workers: decode_workers.unwrap_or_else(|| {
+                    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+                }),
+            };
+            eprintln!(
+                "virb {}: device {}, {} libtorch thread(s)",
+                env!("CARGO_PKG_VERSION"),
+                virb_plugin_api::device_name(device),
+                tch::get_num_threads()
+            );
+            match runner::run(&opts, &reg) {
+                Ok(summary) => {
+                    println!("{}", results::table(&summary.rows));
+                    if summary.failures > 0 {
+                        eprintln!("{} of {} result(s) failed; see the errors above", summary.failures, summary.rows.len());
+                        ExitCode::from(1)
+                    } else {
+                        ExitCode::SUCCESS
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(2)
+}
+
+fn warn_rejected(reg: &plugins::Registry) {
+    for r in &reg.rejected {
+        eprintln!("warning: plugin {} rejected: {}", r.path.display(), r.reason);
+    }
+}
+
+fn print_plugins(reg: &plugins::Registry) {
+    println!("plugin folders (plugin-api {PLUGIN_API_VERSION}, libtorch {LIBTORCH_VERSION}):");
+    for d in &reg.dirs {
+        let state = if d.path.is_dir() { "" } else { " (missing)" };
+        println!("  {} [{}]{state}", d.path.display(), d.origin);
+    }
+    println!("loaded ({}):", reg.plugins.len());
+    for p in &reg.plugins {
+        let what = match p.kind {
+            virb_plugin_api::PluginKind::Task => "tasks",
+            virb_plugin_api::PluginKind::Encoder => "encoders",
+        };
+        println!(
+            "  {:<8} {} {} (plugin-api {}, libtorch {})",
+            p.kind.as_str(),
+            p.name,
+            p.version,
+            p.api_version,
+            p.libtorch_version
+        );
+        println!("           {what}: {}", p.provides.join(", "));
+        println!("           {}", p.path.display());
+    }
+    for (name, path) in &reg.shadowed {
+        println!("  note: `{name}` from {} ignored; an earlier plugin provides it", path.display());
+    }
+    println!("rejected ({}):", reg.rejected.len());
+    for r in &reg.rejected {
+        println!("  {}: {}", r.path.display(), r.reason);
+        if !r.help.is_empty() {
+            println!("    help: {}", r.help);
+        }
+    }
+}
+
+fn print_tasks(reg: &plugins::Registry) {
+    for t in &reg.tasks {
+        let metrics: Vec<String> = t
+            .info
+            .metrics
+            .iter()
+            .map(|m| format!("{} ({})", m.name, if m.higher_is_better { "higher is better" } else { "lower is better" }))
+            .collect();
+        println!("{}  [{}]  ({} {})", t.info.name, t.info.family, t.plugin.name, t.plugin.version);
+        println!("  data:   <data-root>/{}", t.info.data_dir);
+        println!("  layout: {}", t.info.layout);
+        println!("  metric: {}", metrics.join(", "));
+    }
+}
+
+fn devices() {
+    let status = libtorch::init_cuda(true);
+    println!("virb-host {}", env!("CARGO_PKG_VERSION"));
+    println!("plugin-api {PLUGIN_API_VERSION}");
+    println!("libtorch {LIBTORCH_VERSION}");
+    match libtorch::loaded_lib_dir() {
+        Some(d) => println!("libtorch loaded from {}", d.display()),
+        None => println!("libtorch location unknown"),
+    }
+    println!("cpu threads (libtorch): {}", tch::get_num_threads());
+    println!("cuda: {}", if status.available { "available" } else { "not available" });
+    println!("cuda devices: {}", status.device_count);
+    println!("cudnn: {}", if tch::Cuda::cudnn_is_available() { "available" } else { "not available" });
+    println!("libtorch_cuda: {}", status.note);
+}

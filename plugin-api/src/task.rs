@@ -1,0 +1,211 @@
+//! What a task plugin provides: a data set reader for the task's real on-disk layout, a head, a
+//! loss and metrics.
+use crate::{FeatureSpec, NamedTensor, NamedTensorRef, PluginError, Tensor, TensorRef};
+use abi_stable::{
+    sabi_trait,
+    std_types::{RBox, RResult, RSlice, RString, RVec},
+    StableAbi,
+};
+
+/// Which split of a data set.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Split {
+    /// The training split.
+    Train,
+    /// The test split (the one metrics are reported on).
+    Test,
+}
+
+impl Split {
+    /// `train` or `test`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Test => "test",
+        }
+    }
+}
+
+/// A metric a task reports.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq)]
+pub struct MetricSpec {
+    /// Metric name as it appears in results (`top1_accuracy`).
+    pub name: RString,
+    /// Whether larger is better.
+    pub higher_is_better: bool,
+}
+
+/// Describes a task.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct TaskInfo {
+    /// Task type name as virb configs spell it in `task:` (`CalTech-101`).
+    pub name: RString,
+    /// Task family (`classification`, `counting`, `egomotion`, ...).
+    pub family: RString,
+    /// Folder below the data root that holds the data set (`caltech-101`).
+    pub data_dir: RString,
+    /// The expected on-disk layout, in one line.
+    pub layout: RString,
+    /// Metrics reported; the first is the headline metric.
+    pub metrics: RVec<MetricSpec>,
+    /// Encoder outputs the head consumes (`embedding`).
+    pub required_outputs: RVec<RString>,
+    /// Frames per sample (1 for single images; a sample is then `[3, H, W]`, else `[T, 3, H, W]`).
+    pub frames: u32,
+    /// Whether features can be computed once and cached (frozen encoder, no augmentation).
+    pub encodable: bool,
+}
+
+/// How the host asks for one split of a data set.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct DatasetRequest {
+    /// The data root (`data`); the task reads below `<data_root>/<data_dir>`.
+    pub data_root: RString,
+    /// Which split.
+    pub split: Split,
+    /// Side of the square network input, in pixels (224 in the paper).
+    pub image_size: u32,
+    /// Task-specific options as a JSON object (`{}` when none).
+    pub options_json: RString,
+}
+
+/// One decoded, preprocessed sample.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct Sample {
+    /// The network input: `[3, H, W]` float32, normalised, or `[T, 3, H, W]` for `T` frames.
+    pub input: Tensor,
+    /// The target (a scalar int64 class index for classification).
+    pub target: Tensor,
+}
+
+/// Facts about an opened split.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct DatasetMeta {
+    /// Number of samples.
+    pub len: u64,
+    /// Number of outputs the head must produce (classes for classification).
+    pub num_outputs: u32,
+    /// Class names in index order (empty for non-classification tasks). The host refuses a job
+    /// whose train and test class lists differ.
+    pub class_names: RVec<RString>,
+    /// Human-readable location of the split (a folder or a list file), for messages.
+    pub source: RString,
+}
+
+/// An opened split of a data set. `get` is called from several threads at once.
+#[sabi_trait]
+pub trait Dataset: Send + Sync {
+    /// Facts about the split.
+    fn meta(&self) -> DatasetMeta;
+
+    /// Reads, decodes and preprocesses sample `index` (`0 <= index < len`).
+    #[sabi(last_prefix_field)]
+    fn get(&self, index: u64) -> RResult<Sample, PluginError>;
+}
+
+/// How the host asks for a head.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct HeadRequest {
+    /// Per-sample shapes of the encoder outputs the head will receive.
+    pub features: RVec<FeatureSpec>,
+    /// Number of outputs (from [`DatasetMeta::num_outputs`]).
+    pub num_outputs: u32,
+    /// Device for the parameters.
+    pub device: RString,
+    /// Seed for parameter initialisation.
+    pub seed: u64,
+}
+
+/// Accumulates a task's metrics over a whole split (dataset-level, not a mean of batch values).
+#[sabi_trait]
+pub trait Metric: Send {
+    /// Adds one batch of head outputs and targets.
+    fn update(&mut self, output: TensorRef<'_>, target: TensorRef<'_>) -> RResult<(), PluginError>;
+
+    /// The metric values so far, in the order of [`TaskInfo::metrics`].
+    #[sabi(last_prefix_field)]
+    fn compute(&self) -> RVec<f64>;
+}
+
+/// A task's trainable head, with its loss and metrics.
+#[sabi_trait]
+pub trait Head: Send {
+    /// The trainable parameters, as new handles sharing storage and gradients with the head's
+    /// own (the host's optimiser updates them in place).
+    fn parameters(&self) -> RVec<NamedTensor>;
+
+    /// Everything needed to restore the head (parameters and buffers), named like a PyTorch
+    /// `state_dict`.
+    fn state(&self) -> RVec<NamedTensor>;
+
+    /// Restores a state written by [`Head::state`], strictly.
+    fn load_state(&mut self, state: RVec<NamedTensor>) -> RResult<(), PluginError>;
+
+    /// Forward pass on a batch of features (first dimension = batch). `train` selects training
+    /// behaviour (dropout, batch-norm statistics).
+    fn forward(
+        &self,
+        features: RSlice<'_, NamedTensorRef<'_>>,
+        train: bool,
+    ) -> RResult<Tensor, PluginError>;
+
+    /// The training loss (a scalar tensor with gradient) of `output` against `target`.
+    fn loss(&self, output: TensorRef<'_>, target: TensorRef<'_>) -> RResult<Tensor, PluginError>;
+
+    /// A fresh metric accumulator.
+    #[sabi(last_prefix_field)]
+    fn new_metric(&self) -> MetricBox;
+}
+
+/// How the host asks a task to write a small synthetic data set in its real layout.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct FixtureRequest {
+    /// The data root to write under (the task writes `<data_root>/<data_dir>`).
+    pub data_root: RString,
+    /// Number of classes (or the task's equivalent).
+    pub classes: u32,
+    /// Training samples per class.
+    pub train_per_class: u32,
+    /// Test samples per class.
+    pub test_per_class: u32,
+    /// Side of the generated images, in pixels.
+    pub image_size: u32,
+    /// Random seed.
+    pub seed: u64,
+}
+
+/// A task type.
+#[sabi_trait]
+pub trait Task: Send + Sync {
+    /// What the task is.
+    fn info(&self) -> TaskInfo;
+
+    /// Opens one split, checking the layout (a missing folder or file is a [`PluginError`] that
+    /// names it and says how to get it).
+    fn open(&self, request: DatasetRequest) -> RResult<DatasetBox, PluginError>;
+
+    /// Builds a freshly initialised head.
+    fn build_head(&self, request: HeadRequest) -> RResult<HeadBox, PluginError>;
+
+    /// Writes a small synthetic data set in the task's real layout, with a signal a head can
+    /// learn. Returns a one-line description of what was written.
+    #[sabi(last_prefix_field)]
+    fn write_fixture(&self, request: FixtureRequest) -> RResult<RString, PluginError>;
+}
+
+/// An owned task trait object.
+pub type TaskBox = Task_TO<'static, RBox<()>>;
+/// An owned data set trait object.
+pub type DatasetBox = Dataset_TO<'static, RBox<()>>;
+/// An owned head trait object.
+pub type HeadBox = Head_TO<'static, RBox<()>>;
+/// An owned metric trait object.
+pub type MetricBox = Metric_TO<'static, RBox<()>>;

@@ -1,0 +1,141 @@
+//! virb encoder plugin: torchvision's bottleneck ResNets (ResNet-50, -101, -152), v1.5 (stride in
+//! the 3x3 convolution), frozen, in eval mode.
+//!
+//! Weights are read from `torch.save(model.state_dict())` files as torchvision and ViRB write them
+//! (keys with or without a `model.` or `module.` prefix, zip or legacy format) and from safetensors
+//! files. Loading is strict: a missing, unexpected or mis-shaped tensor is an error that names it;
+//! only `fc.*` (the unused classifier) and `*.num_batches_tracked` are ignored.
+//!
+//! Outputs: `embedding` `[N, 2048]` (global average pool) and the pyramid `conv` (stem, before
+//! max-pool), `block1`..`block4` (after each stage).
+#![allow(non_local_definitions)]
+
+mod model;
+
+use model::{ResNet, ResNetOptions};
+use serde::Deserialize;
+use std::path::Path;
+use virb_plugin_api::{
+    abi_stable::{
+        sabi_trait::TD_Opaque,
+        std_types::{RResult, RSlice, RString, RVec},
+    },
+    device_name, guard, parse_device, Encoder, EncoderBox, EncoderFactory, EncoderFactoryBox,
+    EncoderInfo, EncoderRequest, FeatureSpec, NamedTensor, OutputSpec, PluginError, TensorRef,
+};
+
+/// The ResNet-50 factory (and its deeper siblings).
+pub struct ResNetFactory {
+    name: &'static str,
+    blocks: [i64; 4],
+}
+
+/// Options an experiment list may give (`options:` mapping).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Options {
+    /// Run convolutions in channels-last memory layout (faster on CPUs and recent GPUs; same
+    /// numbers up to float rounding). Default: true.
+    channels_last: Option<bool>,
+}
+
+impl EncoderFactory for ResNetFactory {
+    fn info(&self) -> EncoderInfo {
+        EncoderInfo {
+            name: self.name.into(),
+            description: format!(
+                "torchvision {} (v1.5), frozen; outputs embedding and the conv/block1..block4 pyramid",
+                self.name
+            )
+            .into(),
+            outputs: model::OUTPUTS
+                .iter()
+                .map(|(name, channels, stride)| OutputSpec {
+                    name: (*name).into(),
+                    channels: *channels,
+                    stride: *stride,
+                })
+                .collect(),
+            weight_formats: "torch.save(state_dict) .pt/.pth (zip or legacy; keys with or without `model.`/`module.`), .safetensors".into(),
+        }
+    }
+
+    fn load(&self, request: EncoderRequest) -> RResult<EncoderBox, PluginError> {
+        guard(|| {
+            let options: Options = if request.options_json.trim().is_empty() {
+                Options::default()
+            } else {
+                serde_json::from_str(&request.options_json).map_err(|e| {
+                    PluginError::invalid_input(format!("{} encoder options: {e}", self.name))
+                        .with_help("the only option is `channels_last: true|false`")
+                })?
+            };
+            let device = parse_device(&request.device)?;
+            let path = Path::new(request.weights.as_str());
+            let net = ResNet::load(
+                path,
+                self.blocks,
+                device,
+                ResNetOptions {
+                    channels_last: options.channels_last.unwrap_or(true),
+                },
+            )?;
+            Ok(EncoderBox::from_value(
+                LoadedResNet { net, device },
+                TD_Opaque,
+            ))
+        })
+    }
+}
+
+struct LoadedResNet {
+    net: ResNet,
+    device: tch::Device,
+}
+
+impl Encoder for LoadedResNet {
+    fn device(&self) -> RString {
+        device_name(self.device).into()
+    }
+
+    fn output_shapes(&self, height: i64, width: i64) -> RVec<FeatureSpec> {
+        model::output_shapes(height, width)
+            .into_iter()
+            .map(|(name, shape)| FeatureSpec {
+                name: name.into(),
+                shape: shape.into(),
+            })
+            .collect()
+    }
+
+    fn forward(
+        &self,
+        images: TensorRef<'_>,
+        outputs: RSlice<'_, RString>,
+    ) -> RResult<RVec<NamedTensor>, PluginError> {
+        guard(|| {
+            let images = images.shallow_clone();
+            let wanted: Vec<&str> = outputs.iter().map(|s| s.as_str()).collect();
+            let result = self.net.forward(&images, &wanted)?;
+            Ok(result
+                .into_iter()
+                .map(|(name, t)| NamedTensor::new(name, t))
+                .collect())
+        })
+    }
+}
+
+fn factories() -> Vec<EncoderFactoryBox> {
+    [
+        ("resnet50", [3, 4, 6, 3]),
+        ("resnet101", [3, 4, 23, 3]),
+        ("resnet152", [3, 8, 36, 3]),
+    ]
+    .into_iter()
+    .map(|(name, blocks)| EncoderFactoryBox::from_value(ResNetFactory { name, blocks }, TD_Opaque))
+    .collect()
+}
+
+virb_plugin_api::export_encoder_plugin!(factories());
+
+pub use model::output_shapes;

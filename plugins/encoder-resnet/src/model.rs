@@ -1,0 +1,313 @@
+//! The network, written the tch way with path segments named like torchvision's `state_dict`.
+use std::{collections::HashMap, path::Path};
+use tch::nn;
+use virb_plugin_api::PluginError;
+
+/// `(name, channels, stride)` of every output.
+pub const OUTPUTS: [(&str, i64, i64); 6] = [
+    ("embedding", 2048, 0),
+    ("conv", 64, 2),
+    ("block1", 256, 4),
+    ("block2", 512, 8),
+    ("block3", 1024, 16),
+    ("block4", 2048, 32),
+];
+
+/// Loading options.
+pub struct ResNetOptions {
+    /// Use channels-last memory layout for weights and activations.
+    pub channels_last: bool,
+}
+
+struct Bottleneck {
+    conv1: nn::Conv2D,
+    bn1: nn::BatchNorm,
+    conv2: nn::Conv2D,
+    bn2: nn::BatchNorm,
+    conv3: nn::Conv2D,
+    bn3: nn::BatchNorm,
+    downsample: Option<(nn::Conv2D, nn::BatchNorm)>,
+}
+
+fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, padding: i64) -> nn::Conv2D {
+    let cfg = nn::ConvConfig {
+        stride,
+        padding,
+        bias: false,
+        ..Default::default()
+    };
+    nn::conv2d(p, cin, cout, k, cfg)
+}
+
+fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
+    nn::batch_norm2d(p, c, Default::default())
+}
+
+impl Bottleneck {
+    fn new(p: &nn::Path, cin: i64, width: i64, stride: i64) -> Self {
+        let cout = width * 4;
+        let downsample = (stride != 1 || cin != cout)
+            .then(|| (conv(p / "downsample" / "0", cin, cout, 1, stride, 0), bn(p / "downsample" / "1", cout)));
+        Bottleneck {
+            conv1: conv(p / "conv1", cin, width, 1, 1, 0),
+            bn1: bn(p / "bn1", width),
+            conv2: conv(p / "conv2", width, width, 3, stride, 1),
+            bn2: bn(p / "bn2", width),
+            conv3: conv(p / "conv3", width, cout, 1, 1, 0),
+            bn3: bn(p / "bn3", cout),
+            downsample,
+        }
+    }
+
+    fn forward(&self, x: &tch::Tensor) -> tch::Tensor {
+        let y = x.apply(&self.conv1).apply_t(&self.bn1, false).relu();
+        let y = y.apply(&self.conv2).apply_t(&self.bn2, false).relu();
+        let y = y.apply(&self.conv3).apply_t(&self.bn3, false);
+        let identity = match &self.downsample {
+            Some((c, b)) => x.apply(c).apply_t(b, false),
+            None => x.shallow_clone(),
+        };
+        (y + identity).relu()
+    }
+}
+
+/// A frozen bottleneck ResNet.
+pub struct ResNet {
+    _vs: nn::VarStore,
+    conv1: nn::Conv2D,
+    bn1: nn::BatchNorm,
+    layers: Vec<Vec<Bottleneck>>,
+    channels_last: bool,
+}
+
+/// Per-sample output shapes for an input of `h` x `w`.
+pub fn output_shapes(h: i64, w: i64) -> Vec<(&'static str, Vec<i64>)> {
+    let down = |s: i64| (s - 1) / 2 + 1;
+    let (ch, cw) = (down(h), down(w));
+    let (b1h, b1w) = (down(ch), down(cw));
+    let (b2h, b2w) = (down(b1h), down(b1w));
+    let (b3h, b3w) = (down(b2h), down(b2w));
+    let (b4h, b4w) = (down(b3h), down(b3w));
+    vec![
+        ("embedding", vec![2048]),
+        ("conv", vec![64, ch, cw]),
+        ("block1", vec![256, b1h, b1w]),
+        ("block2", vec![512, b2h, b2w]),
+        ("block3", vec![1024, b3h, b3w]),
+        ("block4", vec![2048, b4h, b4w]),
+    ]
+}
+
+/// Converts a 4-D tensor to channels-last strides (same shape, NHWC memory order).
+fn to_channels_last(t: &tch::Tensor) -> Result<tch::Tensor, tch::TchError> {
+    t.f_permute([0, 2, 3, 1])?.f_contiguous()?.f_permute([0, 3, 1, 2])
+}
+
+fn ignored(key: &str) -> bool {
+    key.starts_with("fc.") || key.ends_with("num_batches_tracked")
+}
+
+fn list(keys: &[String]) -> String {
+    const SHOWN: usize = 8;
+    let mut text = keys
+        .iter()
+        .take(SHOWN)
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if keys.len() > SHOWN {
+        text.push_str(&format!(" and {} more", keys.len() - SHOWN));
+    }
+    text
+}
+
+impl ResNet {
+    /// Builds the network and loads `path` strictly.
+    pub fn load(
+        path: &Path,
+        blocks: [i64; 4],
+        device: tch::Device,
+        options: ResNetOptions,
+    ) -> Result<Self, PluginError> {
+        if path.as_os_str().is_empty() {
+            return Err(PluginError::weights("no weights file given").with_help(
+                "give the path of a ResNet weights file in the experiment list (virb never downloads weights)",
+            ));
+        }
+        if !path.is_file() {
+            return Err(PluginError::weights(format!(
+                "weights file {} not found",
+                path.display()
+            ))
+            .with_help("paths in an experiment list are relative to the working directory"));
+        }
+        let mut vs = nn::VarStore::new(device);
+        let root = vs.root();
+        let conv1 = conv(&root / "conv1", 3, 64, 7, 2, 3);
+        let bn1 = bn(&root / "bn1", 64);
+        let mut layers = Vec::new();
+        let mut cin = 64;
+        for (i, (&n, width)) in blocks.iter().zip([64, 128, 256, 512]).enumerate() {
+            let lp = &root / format!("layer{}", i + 1);
+            let stride = if i == 0 { 1 } else { 2 };
+            let mut layer = Vec::new();
+            for b in 0..n {
+                layer.push(Bottleneck::new(&(&lp / b), cin, width, if b == 0 { stride } else { 1 }));
+                cin = width * 4;
+            }
+            layers.push(layer);
+        }
+        vs.freeze();
+        copy_weights(path, &vs)?;
+        if options.channels_last {
+            tch::no_grad(|| -> Result<(), PluginError> {
+                for (_, mut t) in vs.variables() {
+                    if t.dim() == 4 {
+                        let cl = to_channels_last(&t)?;
+                        t.set_data(&cl);
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        Ok(ResNet {
+            _vs: vs,
+            conv1,
+            bn1,
+            layers,
+            channels_last: options.channels_last,
+        })
+    }
+
+    /// Runs the network and returns the `wanted` outputs (stopping at the deepest one needed).
+    pub fn forward(
+        &self,
+        images: &tch::Tensor,
+        wanted: &[&str],
+    ) -> Result<Vec<(String, tch::Tensor)>, PluginError> {
+        let size = images.size();
+        if size.len() != 4 || size[1] != 3 {
+            return Err(PluginError::tensor(format!(
+                "resnet input must be [N, 3, H, W], got {size:?}"
+            )));
+        }
+        for w in wanted {
+            if !OUTPUTS.iter().any(|(n, _, _)| n == w) {
+                return Err(PluginError::invalid_input(format!(
+                    "resnet has no output `{w}`; it provides embedding, conv, block1..block4"
+                )));
+            }
+        }
+        let depth = wanted
+            .iter()
+            .filter_map(|w| OUTPUTS.iter().position(|(n, _, _)| n == w))
+            .map(|i| if i == 0 { 5 } else { i })
+            .max()
+            .unwrap_or(0);
+        let mut out = Vec::new();
+        let mut keep = |name: &str, t: &tch::Tensor| -> Result<(), PluginError> {
+            if wanted.contains(&name) {
+                out.push((name.to_string(), t.f_contiguous()?));
+            }
+            Ok(())
+        };
+        tch::no_grad(|| -> Result<(), PluginError> {
+            let x = images.f_to_kind(tch::Kind::Float)?;
+            let x = if self.channels_last { to_channels_last(&x)? } else { x };
+            let mut x = x.apply(&self.conv1).apply_t(&self.bn1, false).relu();
+            keep("conv", &x)?;
+            if depth <= 1 {
+                return Ok(());
+            }
+            x = x.f_max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false)?;
+            for (i, layer) in self.layers.iter().enumerate() {
+                for block in layer {
+                    x = block.forward(&x);
+                }
+                keep(&format!("block{}", i + 1), &x)?;
+                if depth <= i + 2 {
+                    return Ok(());
+                }
+            }
+            let emb = x.f_mean_dim(&[-2i64, -1][..], false, tch::Kind::Float)?;
+            keep("embedding", &emb)
+        })?;
+        Ok(out)
+    }
+}
+
+fn copy_weights(path: &Path, vs: &nn::VarStore) -> Result<(), PluginError> {
+    let sd = virb_checkpoint::load(path).map_err(|e| {
+        PluginError::weights(e.to_string())
+            .with_help("give a ResNet state dict saved with torch.save(model.state_dict(), path), or a .safetensors file")
+    })?;
+    let file = path.display();
+    // Strip a prefix shared by all relevant keys: ViRB writes `model.`, DataParallel `module.`.
+    let relevant: Vec<&str> = sd.tensors.iter().map(|(k, _)| k.as_str()).collect();
+    let prefix = ["model.", "module.", "model.module."]
+        .into_iter()
+        .filter(|p| relevant.iter().all(|k| k.starts_with(p)))
+        .max_by_key(|p| p.len())
+        .unwrap_or("");
+    let mut expected: HashMap<String, tch::Tensor> = vs.variables();
+    let mut unexpected = Vec::new();
+    let mut mis_shaped = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (key, src) in &sd.tensors {
+        let key = &key[prefix.len()..];
+        if ignored(key) {
+            continue;
+        }
+        match expected.get_mut(key) {
+            Some(dst) => {
+                if dst.size() != src.size() {
+                    mis_shaped.push(format!(
+                        "`{key}` has shape {:?}, expected {:?}",
+                        src.size(),
+                        dst.size()
+                    ));
+                    continue;
+                }
+                tch::no_grad(|| dst.f_copy_(src))?;
+                seen.insert(key.to_string());
+            }
+            None => unexpected.push(key.to_string()),
+        }
+    }
+    if !mis_shaped.is_empty() {
+        return Err(PluginError::weights(format!(
+            "{file}: {} tensor(s) do not match the architecture: {}",
+            mis_shaped.len(),
+            mis_shaped.join("; ")
+        ))
+        .with_help("the file is for another architecture or width; check the experiment list"));
+    }
+    let mut missing: Vec<String> = expected
+        .keys()
+        .filter(|k| !seen.contains(*k))
+        .cloned()
+        .collect();
+    missing.sort();
+    if !missing.is_empty() {
+        return Err(PluginError::weights(format!(
+            "{file}: missing {} tensor(s): {}",
+            missing.len(),
+            list(&missing)
+        ))
+        .with_help(if prefix.is_empty() && !unexpected.is_empty() {
+            "the keys have an unknown prefix; convert the checkpoint to torchvision names (optionally prefixed with `model.`)"
+        } else {
+            "the file is incomplete or for another architecture"
+        }));
+    }
+    if !unexpected.is_empty() {
+        unexpected.sort();
+        return Err(PluginError::weights(format!(
+            "{file}: {} unexpected tensor(s): {}",
+            unexpected.len(),
+            list(&unexpected)
+        ))
+        .with_help("the file holds more than a torchvision ResNet; convert it to a plain state dict"));
+    }
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! Building blocks shared by virb's own task plugins: image decoding and preprocessing that match
+//! torchvision's, heads with PyTorch's default initialisation, the cross-entropy loss, dataset-level
+//! metrics, and drawing helpers for synthetic fixture data sets.
+//!
+//! Third-party plugins may use it too; only `virb-plugin-api` is part of the stable contract.
+#![deny(missing_docs)]
+#![allow(non_local_definitions)]
+
+pub mod draw;
+pub mod heads;
+pub mod image;
+pub mod metrics;

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Builds virb-host and the project's plugins, and puts the plugins where virb-host looks by
+# default (<folder of virb-host>/plugins). Usage: scripts/build.sh [release|debug]
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+. scripts/env.sh
+profile="${1:-release}"
+flag=()
+[ "$profile" = release ] && flag=(--release)
+# The project's own plugins: every cdylib under plugins/.
+plugins=(virb-encoder-resnet virb-task-classification)
+cargo build "${flag[@]}" -p virb-host $(printf -- '-p %s ' "${plugins[@]}")
+target="${CARGO_TARGET_DIR:-$root/target}/$profile"
+mkdir -p "$target/plugins"
+for p in "${plugins[@]}"; do
+  lib="lib${p//-/_}.so"
+  # Copy then rename, so a running virb-host never sees a half-written plugin.
+  cp "$target/$lib" "$target/plugins/.$lib.tmp"
+  mv "$target/plugins/.$lib.tmp" "$target/plugins/$lib"
+done
+echo "built $target/virb-host with plugins in $target/plugins" >&2
