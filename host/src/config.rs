@@ -67,7 +67,8 @@ impl<'de> Deserialize<'de> for ExperimentEntry {
                 })
             }
             fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                let full = ExperimentEntryFull::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                let full =
+                    ExperimentEntryFull::deserialize(de::value::MapAccessDeserializer::new(map))?;
                 Ok(ExperimentEntry {
                     weights: full.weights,
                     encoder: full.encoder,
@@ -97,7 +98,9 @@ pub fn load_experiment_list(path: &Path) -> Result<Vec<Experiment>, ConfigError>
             name,
             encoder: e.encoder.unwrap_or_else(|| DEFAULT_ENCODER.to_string()),
             weights: PathBuf::from(e.weights),
-            options: e.options.unwrap_or(serde_json::Value::Object(Default::default())),
+            options: e
+                .options
+                .unwrap_or(serde_json::Value::Object(Default::default())),
         })
         .collect())
 }
@@ -282,7 +285,10 @@ fn bad(key: &str, message: impl Into<String>) -> Invalid {
 
 fn validate(job: &JobConfig) -> Result<(), Invalid> {
     if job.training_configs.is_empty() {
-        return Err(bad("training_configs", "needs at least one training config"));
+        return Err(bad(
+            "training_configs",
+            "needs at least one training config",
+        ));
     }
     if job.num_epochs == 0 {
         return Err(bad("num_epochs", "must be at least 1"));
@@ -317,14 +323,20 @@ fn validate(job: &JobConfig) -> Result<(), Invalid> {
     for (name, cfg) in &job.training_configs {
         let key = |k: &str| format!("training_configs.{name}.{k}");
         if !(cfg.lr.is_finite() && cfg.lr > 0.0) {
-            return Err(bad(&key("lr"), format!("must be a positive number, got {}", cfg.lr)));
+            return Err(bad(
+                &key("lr"),
+                format!("must be a positive number, got {}", cfg.lr),
+            ));
         }
         if let Some(m) = cfg.momentum {
             if !(0.0..1.0).contains(&m) {
                 return Err(bad(&key("momentum"), format!("must be in [0, 1), got {m}")));
             }
             if cfg.optimizer == OptimizerKind::Adam {
-                return Err(bad(&key("momentum"), "applies to `sgd` only (Adam uses fixed betas)"));
+                return Err(bad(
+                    &key("momentum"),
+                    "applies to `sgd` only (Adam uses fixed betas)",
+                ));
             }
         }
         if let Some(wd) = cfg.weight_decay {
@@ -335,7 +347,10 @@ fn validate(job: &JobConfig) -> Result<(), Invalid> {
         if cfg.nesterov == Some(true)
             && (cfg.optimizer != OptimizerKind::Sgd || cfg.momentum.unwrap_or(0.0) <= 0.0)
         {
-            return Err(bad(&key("nesterov"), "needs `optimizer: sgd` with a positive momentum"));
+            return Err(bad(
+                &key("nesterov"),
+                "needs `optimizer: sgd` with a positive momentum",
+            ));
         }
         match &cfg.scheduler {
             Some(SchedulerConfig::StepLR { step_size, gamma }) => {
@@ -380,14 +395,18 @@ fn locate(text: &str, job: &str, key: Option<&str>) -> Option<usize> {
                 || t.starts_with(&format!("'{job}':")))
     };
     let start = lines.iter().position(|l| is_job(l))?;
-    let Some(key) = key else { return Some(start + 1) };
+    let Some(key) = key else {
+        return Some(start + 1);
+    };
     let mut line = start;
     for part in key.split('.') {
         let found = lines
             .iter()
             .enumerate()
             .skip(line + 1)
-            .take_while(|(_, l)| l.starts_with([' ', '\t']) || l.trim().is_empty() || l.trim_start().starts_with('#'))
+            .take_while(|(_, l)| {
+                l.starts_with([' ', '\t']) || l.trim().is_empty() || l.trim_start().starts_with('#')
+            })
             .find(|(_, l)| {
                 let t = l.trim_start();
                 t.starts_with(&format!("{part}:")) || t.starts_with(&format!("\"{part}\":"))
@@ -490,7 +509,10 @@ Imagenet:
     fn bad_value_names_job_and_key() {
         let f = write("J:\n  task: T\n  training_configs:\n    a:\n      optimizer: adam\n      lr: -1\n  num_epochs: 1\n");
         let err = load_virb_config(f.path()).expect_err("bad lr");
-        assert!(err.message.contains("job `J`: `training_configs.a.lr`"), "{err}");
+        assert!(
+            err.message.contains("job `J`: `training_configs.a.lr`"),
+            "{err}"
+        );
         assert_eq!(err.line, Some(6));
     }
 
@@ -501,7 +523,10 @@ Imagenet:
         assert_eq!(list[0].name, "SWAV_800");
         assert_eq!(list[0].encoder, DEFAULT_ENCODER);
         assert_eq!(list[1].weights, PathBuf::from("w.safetensors"));
-        assert_eq!(list[1].options["channels_last"], serde_json::Value::Bool(false));
+        assert_eq!(
+            list[1].options["channels_last"],
+            serde_json::Value::Bool(false)
+        );
         let f = write("x:\n  weights: a\n  wieghts: b\n");
         let err = load_experiment_list(f.path()).expect_err("unknown key");
         assert!(err.to_string().contains("unknown field `wieghts`"), "{err}");

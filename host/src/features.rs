@@ -21,7 +21,11 @@ pub trait FeatureStore {
     /// Per-sample shapes by output name.
     fn shapes(&self) -> Vec<(String, Vec<i64>)>;
     /// The features (float32, on `device`) and targets of the samples at `indices`.
-    fn gather(&self, indices: &Tensor, device: Device) -> Result<(Vec<(String, Tensor)>, Tensor), JobError>;
+    fn gather(
+        &self,
+        indices: &Tensor,
+        device: Device,
+    ) -> Result<(Vec<(String, Tensor)>, Tensor), JobError>;
 }
 
 /// Features held in memory (host or device), float16.
@@ -43,11 +47,18 @@ impl FeatureStore for MemoryStore {
             .collect()
     }
 
-    fn gather(&self, indices: &Tensor, device: Device) -> Result<(Vec<(String, Tensor)>, Tensor), JobError> {
+    fn gather(
+        &self,
+        indices: &Tensor,
+        device: Device,
+    ) -> Result<(Vec<(String, Tensor)>, Tensor), JobError> {
         let mut out = Vec::with_capacity(self.features.len());
         for (name, t) in &self.features {
             let idx = indices.f_to_device(t.device())?;
-            let x = t.f_index_select(0, &idx)?.f_to_device(device)?.f_to_kind(Kind::Float)?;
+            let x = t
+                .f_index_select(0, &idx)?
+                .f_to_device(device)?
+                .f_to_kind(Kind::Float)?;
             out.push((name.clone(), x));
         }
         let idx = indices.f_to_device(self.targets.device())?;
@@ -92,7 +103,10 @@ pub struct EncodeRequest<'a> {
 }
 
 /// Decodes and encodes every sample of `dataset`, in order.
-pub fn encode_split(dataset: &DatasetBox, req: &EncodeRequest<'_>) -> Result<(MemoryStore, EncodeTimings), JobError> {
+pub fn encode_split(
+    dataset: &DatasetBox,
+    req: &EncodeRequest<'_>,
+) -> Result<(MemoryStore, EncodeTimings), JobError> {
     let meta = dataset.meta();
     let n = meta.len as usize;
     if n == 0 {
@@ -112,12 +126,13 @@ pub fn encode_split(dataset: &DatasetBox, req: &EncodeRequest<'_>) -> Result<(Me
             for first in (0..n).step_by(bs) {
                 let t0 = Instant::now();
                 let last = (first + bs).min(n);
-                let batch = read_batch(dataset, first, last, frames, pool, &meta.source)
-                    .map(|(inputs, targets)| Batch {
+                let batch = read_batch(dataset, first, last, frames, pool, &meta.source).map(
+                    |(inputs, targets)| Batch {
                         inputs,
                         targets,
                         decode_s: t0.elapsed().as_secs_f64(),
-                    });
+                    },
+                );
                 let failed = batch.is_err();
                 if tx.send(batch).is_err() || failed {
                     break;
@@ -135,15 +150,21 @@ pub fn encode_split(dataset: &DatasetBox, req: &EncodeRequest<'_>) -> Result<(Me
                     let s = x.size();
                     x = x.f_reshape([s[0] * s[1], s[2], s[3], s[4]])?;
                 }
-                let outs = plugin(req.encoder.forward(TensorRef::of(&x), RSlice::from_slice(req.outputs)))?;
+                let outs = plugin(
+                    req.encoder
+                        .forward(TensorRef::of(&x), RSlice::from_slice(req.outputs)),
+                )?;
                 let mut outs: Vec<(String, Tensor)> = outs
                     .into_iter()
                     .map(|nt| (nt.name.to_string(), nt.tensor.into_tch()))
                     .collect();
                 for (i, wanted) in req.outputs.iter().enumerate() {
-                    let pos = outs.iter().position(|(n, _)| n == wanted.as_str()).ok_or_else(|| {
-                        JobError::Other(format!("the encoder returned no `{wanted}` output"))
-                    })?;
+                    let pos = outs
+                        .iter()
+                        .position(|(n, _)| n == wanted.as_str())
+                        .ok_or_else(|| {
+                            JobError::Other(format!("the encoder returned no `{wanted}` output"))
+                        })?;
                     let (_, mut t) = outs.swap_remove(pos);
                     if req.frames > 1 {
                         let mut shape = vec![b, req.frames as i64];
@@ -175,7 +196,10 @@ pub fn encode_split(dataset: &DatasetBox, req: &EncodeRequest<'_>) -> Result<(Me
     }
     let targets = Tensor::f_cat(&targets, 0)?;
     timings.wall_s = start.elapsed().as_secs_f64();
-    progress.finish(&format!("{:.1} samples/s", n as f64 / timings.wall_s.max(1e-9)));
+    progress.finish(&format!(
+        "{:.1} samples/s",
+        n as f64 / timings.wall_s.max(1e-9)
+    ));
     Ok((
         MemoryStore {
             features,

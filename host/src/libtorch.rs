@@ -54,7 +54,11 @@ pub fn init_cuda(force: bool) -> CudaStatus {
     let available = tch::Cuda::is_available();
     CudaStatus {
         available,
-        device_count: if available { tch::Cuda::device_count() } else { 0 },
+        device_count: if available {
+            tch::Cuda::device_count()
+        } else {
+            0
+        },
         note,
     }
 }

@@ -34,7 +34,11 @@ enum Command {
     /// Train and evaluate every job of a virb config for every experiment of an experiment list.
     Run {
         /// Experiment list: YAML mapping experiment name -> weights file.
-        #[arg(long = "experiment-list", alias = "experiment_list", value_name = "FILE")]
+        #[arg(
+            long = "experiment-list",
+            alias = "experiment_list",
+            value_name = "FILE"
+        )]
         experiment_list: PathBuf,
         /// Virb config: YAML mapping job name -> task, training_configs, num_epochs, ...
         #[arg(long = "virb-configs", alias = "virb_configs", value_name = "FILE")]
@@ -186,7 +190,9 @@ fn main() -> ExitCode {
                 out,
                 device,
                 decode_workers: decode_workers.unwrap_or_else(|| {
-                    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+                    std::thread::available_parallelism()
+                        .map(|n| n.get())
+                        .unwrap_or(2)
                 }),
             };
             eprintln!(
@@ -199,7 +205,11 @@ fn main() -> ExitCode {
                 Ok(summary) => {
                     println!("{}", results::table(&summary.rows));
                     if summary.failures > 0 {
-                        eprintln!("{} of {} result(s) failed; see the errors above", summary.failures, summary.rows.len());
+                        eprintln!(
+                            "{} of {} result(s) failed; see the errors above",
+                            summary.failures,
+                            summary.rows.len()
+                        );
                         ExitCode::from(1)
                     } else {
                         ExitCode::SUCCESS
@@ -221,7 +231,11 @@ fn fail(message: &str) -> ExitCode {
 
 fn warn_rejected(reg: &plugins::Registry) {
     for r in &reg.rejected {
-        eprintln!("warning: plugin {} rejected: {}", r.path.display(), r.reason);
+        eprintln!(
+            "warning: plugin {} rejected: {}",
+            r.path.display(),
+            r.reason
+        );
     }
 }
 
@@ -249,7 +263,10 @@ fn print_plugins(reg: &plugins::Registry) {
         println!("           {}", p.path.display());
     }
     for (name, path) in &reg.shadowed {
-        println!("  note: `{name}` from {} ignored; an earlier plugin provides it", path.display());
+        println!(
+            "  note: `{name}` from {} ignored; an earlier plugin provides it",
+            path.display()
+        );
     }
     println!("rejected ({}):", reg.rejected.len());
     for r in &reg.rejected {
@@ -266,9 +283,22 @@ fn print_tasks(reg: &plugins::Registry) {
             .info
             .metrics
             .iter()
-            .map(|m| format!("{} ({})", m.name, if m.higher_is_better { "higher is better" } else { "lower is better" }))
+            .map(|m| {
+                format!(
+                    "{} ({})",
+                    m.name,
+                    if m.higher_is_better {
+                        "higher is better"
+                    } else {
+                        "lower is better"
+                    }
+                )
+            })
             .collect();
-        println!("{}  [{}]  ({} {})", t.info.name, t.info.family, t.plugin.name, t.plugin.version);
+        println!(
+            "{}  [{}]  ({} {})",
+            t.info.name, t.info.family, t.plugin.name, t.plugin.version
+        );
         println!("  data:   <data-root>/{}", t.info.data_dir);
         println!("  layout: {}", t.info.layout);
         println!("  metric: {}", metrics.join(", "));
@@ -285,8 +315,22 @@ fn devices() {
         None => println!("libtorch location unknown"),
     }
     println!("cpu threads (libtorch): {}", tch::get_num_threads());
-    println!("cuda: {}", if status.available { "available" } else { "not available" });
+    println!(
+        "cuda: {}",
+        if status.available {
+            "available"
+        } else {
+            "not available"
+        }
+    );
     println!("cuda devices: {}", status.device_count);
-    println!("cudnn: {}", if tch::Cuda::cudnn_is_available() { "available" } else { "not available" });
+    println!(
+        "cudnn: {}",
+        if tch::Cuda::cudnn_is_available() {
+            "available"
+        } else {
+            "not available"
+        }
+    );
     println!("libtorch_cuda: {}", status.note);
 }

@@ -52,7 +52,10 @@ pub fn plugin_dirs(cli: &[PathBuf]) -> Vec<PluginDir> {
         }
     }
     let mut dirs = Vec::new();
-    if let Some(exe_dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+    if let Some(exe_dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
         dirs.push(PluginDir {
             path: exe_dir.join("plugins"),
             origin: "default",
@@ -281,7 +284,9 @@ fn reject(path: &Path, reason: impl Into<String>, help: impl Into<String>) -> Re
 /// What versions of plugin-api this host accepts, in words.
 pub fn accepted_api_range() -> String {
     match Version::parse(PLUGIN_API_VERSION) {
+        Some(v) if v.major == 0 && v.patch == 0 => format!("{v}"),
         Some(v) if v.major == 0 => format!("0.{}.0 to {v}", v.minor),
+        Some(v) if v.minor == 0 => format!("{v}"),
         Some(v) => format!("{}.0.0 to {v}", v.major),
         None => PLUGIN_API_VERSION.to_string(),
     }
@@ -313,7 +318,9 @@ fn load_file(path: &Path) -> Result<Loaded, Rejected> {
             return Err(reject(path, "its manifest is empty", "rebuild the plugin"));
         }
         // SAFETY: the manifest is a NUL-terminated static string.
-        unsafe { CStr::from_ptr(ptr) }.to_string_lossy().into_owned()
+        unsafe { CStr::from_ptr(ptr) }
+            .to_string_lossy()
+            .into_owned()
     };
     let field = |key: &str| {
         manifest
@@ -382,10 +389,15 @@ fn load_file(path: &Path) -> Result<Loaded, Rejected> {
             let tasks = match (module.tasks())() {
                 abi_stable::std_types::RResult::ROk(t) => t,
                 abi_stable::std_types::RResult::RErr(e) => {
-                    return Err(reject(path, format!("{name} failed to list its tasks: {}", e.message), e.help.to_string()))
+                    return Err(reject(
+                        path,
+                        format!("{name} failed to list its tasks: {}", e.message),
+                        e.help.to_string(),
+                    ))
                 }
             };
-            let tasks: Vec<(TaskInfo, TaskBox)> = tasks.into_iter().map(|t| (t.info(), t)).collect();
+            let tasks: Vec<(TaskInfo, TaskBox)> =
+                tasks.into_iter().map(|t| (t.info(), t)).collect();
             Ok(Loaded {
                 meta: PluginMeta {
                     path: path.to_path_buf(),
@@ -408,7 +420,11 @@ fn load_file(path: &Path) -> Result<Loaded, Rejected> {
             let encoders = match (module.encoders())() {
                 abi_stable::std_types::RResult::ROk(t) => t,
                 abi_stable::std_types::RResult::RErr(e) => {
-                    return Err(reject(path, format!("{name} failed to list its encoders: {}", e.message), e.help.to_string()))
+                    return Err(reject(
+                        path,
+                        format!("{name} failed to list its encoders: {}", e.message),
+                        e.help.to_string(),
+                    ))
                 }
             };
             let encoders: Vec<(EncoderInfo, EncoderFactoryBox)> =

@@ -24,9 +24,11 @@ impl Progress {
         let label = label.into();
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(total);
-            let style = ProgressStyle::with_template("{msg:40} [{bar:30}] {pos}/{len} {elapsed} (eta {eta})")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> ");
+            let style = ProgressStyle::with_template(
+                "{msg:40} [{bar:30}] {pos}/{len} {elapsed} (eta {eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
             bar.set_style(style);
             bar.set_message(label.clone());
             bar
@@ -103,7 +105,12 @@ pub fn fmt_secs(s: f64) -> String {
     }
     let whole = s.round() as u64;
     if whole >= 3600 {
-        format!("{}h{:02}m{:02}s", whole / 3600, whole % 3600 / 60, whole % 60)
+        format!(
+            "{}h{:02}m{:02}s",
+            whole / 3600,
+            whole % 3600 / 60,
+            whole % 60
+        )
     } else if whole >= 60 {
         format!("{}m{:02}s", whole / 60, whole % 60)
     } else {

@@ -125,7 +125,10 @@ pub struct ResultRecord {
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, synced, renamed.
 /// A crash leaves either the old file or the new one, never a partial one.
-pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> std::io::Result<()>) -> std::io::Result<()> {
+pub fn write_atomic(
+    path: &Path,
+    write: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let name = path
@@ -219,7 +222,15 @@ pub fn table(rows: &[Row]) -> String {
     };
     let mut out = line(header.to_vec());
     out.push('\n');
-    out.push_str(&line(widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().iter().map(|s| s.as_str()).collect()));
+    out.push_str(&line(
+        widths
+            .iter()
+            .map(|w| "-".repeat(*w))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|s| s.as_str())
+            .collect(),
+    ));
     for row in &cells {
         out.push('\n');
         out.push_str(&line(row.iter().map(|s| s.as_str()).collect()));

@@ -6,7 +6,9 @@ use crate::config::{self, ConfigError, Experiment, JobConfig, TrainingConfig};
 use crate::error::{plugin, JobError};
 use crate::features::{encode_split, EncodeRequest, EncodeTimings, FeatureStore, MemoryStore};
 use crate::plugins::{EncoderEntry, Registry, TaskEntry};
-use crate::results::{self, EncoderRecord, PluginRef, ResultRecord, Row, TaskRecord, Timings, Versions};
+use crate::results::{
+    self, EncoderRecord, PluginRef, ResultRecord, Row, TaskRecord, Timings, Versions,
+};
 use crate::train::train_and_eval;
 use sha2::{Digest, Sha256};
 use std::{
@@ -125,7 +127,10 @@ pub fn run(opts: &RunOptions, registry: &Registry) -> Result<RunSummary, SetupEr
 }
 
 fn failed_rows(exp: &Experiment, job_name: &str, job: &JobConfig, error: &str) -> Vec<Row> {
-    eprintln!("error: experiment `{}`, job `{job_name}`: {error}", exp.name);
+    eprintln!(
+        "error: experiment `{}`, job `{job_name}`: {error}",
+        exp.name
+    );
     job.training_configs
         .keys()
         .map(|cfg| failed_row(exp, job_name, cfg, error))
@@ -144,14 +149,15 @@ fn failed_row(exp: &Experiment, job_name: &str, cfg: &str, error: &str) -> Row {
 }
 
 fn sha256_file(path: &Path) -> Result<String, JobError> {
-    let mut file = std::fs::File::open(path)
-        .map_err(|e| JobError::Other(format!("cannot read weights file {}: {e}", path.display())))?;
+    let mut file = std::fs::File::open(path).map_err(|e| {
+        JobError::Other(format!("cannot read weights file {}: {e}", path.display()))
+    })?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = file
-            .read(&mut buf)
-            .map_err(|e| JobError::Other(format!("cannot read weights file {}: {e}", path.display())))?;
+        let n = file.read(&mut buf).map_err(|e| {
+            JobError::Other(format!("cannot read weights file {}: {e}", path.display()))
+        })?;
         if n == 0 {
             break;
         }
@@ -165,7 +171,10 @@ fn sha256_file(path: &Path) -> Result<String, JobError> {
 }
 
 fn load_encoder<'a>(ctx: &Ctx<'a>, exp: &Experiment) -> Result<LoadedEncoder<'a>, JobError> {
-    let entry = ctx.registry.encoder(&exp.encoder).map_err(JobError::Other)?;
+    let entry = ctx
+        .registry
+        .encoder(&exp.encoder)
+        .map_err(JobError::Other)?;
     eprintln!(
         "loading encoder `{}` for experiment `{}` from {}",
         exp.encoder,
@@ -204,10 +213,16 @@ fn run_job(
     let train_ds = open(Split::Train)?;
     let test_ds = open(Split::Test)?;
     let (train_meta, test_meta) = (train_ds.meta(), test_ds.meta());
-    if train_meta.class_names != test_meta.class_names || train_meta.num_outputs != test_meta.num_outputs {
+    if train_meta.class_names != test_meta.class_names
+        || train_meta.num_outputs != test_meta.num_outputs
+    {
         let only = |a: &[virb_plugin_api::abi_stable::std_types::RString],
                     b: &[virb_plugin_api::abi_stable::std_types::RString]| {
-            a.iter().filter(|c| !b.contains(c)).map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
+            a.iter()
+                .filter(|c| !b.contains(c))
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         };
         return Err(JobError::Other(format!(
             "{}: train and test splits have different classes (only in train: [{}]; only in test: [{}]); class indices would not line up",
@@ -216,7 +231,13 @@ fn run_job(
             only(&test_meta.class_names, &train_meta.class_names)
         )));
     }
-    let provided: Vec<String> = enc.entry.info.outputs.iter().map(|o| o.name.to_string()).collect();
+    let provided: Vec<String> = enc
+        .entry
+        .info
+        .outputs
+        .iter()
+        .map(|o| o.name.to_string())
+        .collect();
     for wanted in task.info.required_outputs.iter() {
         if !provided.iter().any(|p| p == wanted.as_str()) {
             return Err(JobError::Other(format!(
@@ -306,7 +327,9 @@ impl JobCtx<'_> {
         let label = format!("{}/{}-{cfg_name}: train", exp.name, self.job_name);
         let outcome = train_and_eval(&head, cfg, job, self.train, self.test, device, &label)?;
         let dir = results::result_dir(&self.ctx.opts.out, &exp.name, self.job_name, cfg_name);
-        let io = |what: &str, e: std::io::Error| JobError::Other(format!("cannot write {what} in {}: {e}", dir.display()));
+        let io = |what: &str, e: std::io::Error| {
+            JobError::Other(format!("cannot write {what} in {}: {e}", dir.display()))
+        };
         let state: Vec<(String, tch::Tensor)> = head
             .state()
             .into_iter()
@@ -314,9 +337,17 @@ impl JobCtx<'_> {
             .collect();
         let head_file = "head.safetensors";
         results::write_head(&dir.join(head_file), &state).map_err(|e| io(head_file, e))?;
-        let names: Vec<String> = task.info.metrics.iter().map(|m| m.name.to_string()).collect();
+        let names: Vec<String> = task
+            .info
+            .metrics
+            .iter()
+            .map(|m| m.name.to_string())
+            .collect();
         let by_name = |values: &[f64]| names.iter().cloned().zip(values.iter().copied()).collect();
-        let primary = names.first().cloned().unwrap_or_else(|| "metric".to_string());
+        let primary = names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "metric".to_string());
         let mut hyper = serde_json::json!({
             "optimizer": cfg.optimizer,
             "lr": cfg.lr,
@@ -358,7 +389,12 @@ impl JobCtx<'_> {
             },
             hyperparameters: hyper,
             primary_metric: primary.clone(),
-            higher_is_better: task.info.metrics.first().map(|m| m.higher_is_better).unwrap_or(true),
+            higher_is_better: task
+                .info
+                .metrics
+                .first()
+                .map(|m| m.higher_is_better)
+                .unwrap_or(true),
             test_metrics: by_name(&outcome.test_metrics),
             train_metrics: by_name(&outcome.train_metrics),
             test_loss: outcome.test_loss,
@@ -383,7 +419,8 @@ impl JobCtx<'_> {
                 libtorch: LIBTORCH_VERSION.to_string(),
             },
             head_file: head_file.to_string(),
-            finished_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            finished_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                .to_string(),
         };
         let results_path = dir.join("results.json");
         results::write_results(&results_path, &record).map_err(|e| io("results.json", e))?;

@@ -79,7 +79,10 @@ impl Optimizer {
                     let _ = v.f_add_(&g.f_mul(&g)?.f_mul_scalar(1.0 - ADAM_BETA2)?)?;
                     let bc1 = 1.0 - beta1.powi(self.step);
                     let bc2 = 1.0 - ADAM_BETA2.powi(self.step);
-                    let denom = v.f_sqrt()?.f_div_scalar(bc2.sqrt())?.f_add_scalar(ADAM_EPS)?;
+                    let denom = v
+                        .f_sqrt()?
+                        .f_div_scalar(bc2.sqrt())?
+                        .f_add_scalar(ADAM_EPS)?;
                     let update = m.f_div(&denom)?.f_mul_scalar(lr / bc1)?;
                     let _ = p.f_sub_(&update)?;
                 }
@@ -161,7 +164,11 @@ impl Schedule {
                 for (i, (end_step, lr0, lr1, m0, m1)) in phases.iter().enumerate() {
                     if s <= *end_step || i == phases.len() - 1 {
                         let span = end_step - start_step;
-                        let pct = if span == 0.0 { 1.0 } else { (s - start_step) / span };
+                        let pct = if span == 0.0 {
+                            1.0
+                        } else {
+                            (s - start_step) / span
+                        };
                         return (lr0 + (lr1 - lr0) * pct, Some(m0 + (m1 - m0) * pct));
                     }
                     start_step = *end_step;
@@ -278,7 +285,12 @@ pub fn train_and_eval(
 }
 
 /// Loss and metrics of `head` over every sample of `split` (no sample dropped).
-pub fn evaluate(head: &HeadBox, split: &dyn FeatureStore, bs: i64, device: Device) -> Result<(f64, Vec<f64>), JobError> {
+pub fn evaluate(
+    head: &HeadBox,
+    split: &dyn FeatureStore,
+    bs: i64,
+    device: Device,
+) -> Result<(f64, Vec<f64>), JobError> {
     let _guard = tch::no_grad_guard();
     let n = split.len();
     let mut metric = head.new_metric();
@@ -315,7 +327,14 @@ mod tests {
 
     #[test]
     fn step_lr_decays_per_epoch() {
-        let s = Schedule::new(&cfg(Some(SchedulerConfig::StepLR { step_size: 2, gamma: 0.5 })), 6, 3);
+        let s = Schedule::new(
+            &cfg(Some(SchedulerConfig::StepLR {
+                step_size: 2,
+                gamma: 0.5,
+            })),
+            6,
+            3,
+        );
         let lrs: Vec<f64> = (0..6).map(|e| s.at(e, 0).0).collect();
         assert_eq!(lrs, vec![0.1, 0.1, 0.05, 0.05, 0.025, 0.025]);
     }

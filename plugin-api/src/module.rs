@@ -122,24 +122,28 @@ pub fn plugin_info(name: &str, version: &str) -> PluginInfo {
 macro_rules! export_task_plugin {
     ($tasks:expr) => {
         const _: () = {
-        #[$crate::abi_stable::export_root_module]
-        pub fn virb_task_plugin_root() -> $crate::TaskPluginRef {
-            use $crate::abi_stable::prefix_type::PrefixTypeTrait;
-            extern "C" fn __virb_info() -> $crate::PluginInfo {
-                $crate::plugin_info(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
+            #[$crate::abi_stable::export_root_module]
+            pub fn virb_task_plugin_root() -> $crate::TaskPluginRef {
+                use $crate::abi_stable::prefix_type::PrefixTypeTrait;
+                extern "C" fn __virb_info() -> $crate::PluginInfo {
+                    $crate::plugin_info(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
+                }
+                extern "C" fn __virb_tasks() -> $crate::abi_stable::std_types::RResult<
+                    $crate::abi_stable::std_types::RVec<$crate::TaskBox>,
+                    $crate::PluginError,
+                > {
+                    $crate::guard(|| {
+                        let list: Vec<$crate::TaskBox> = $tasks;
+                        Ok(list.into())
+                    })
+                }
+                $crate::TaskPlugin {
+                    info: __virb_info,
+                    tasks: __virb_tasks,
+                }
+                .leak_into_prefix()
             }
-            extern "C" fn __virb_tasks() -> $crate::abi_stable::std_types::RResult<
-                $crate::abi_stable::std_types::RVec<$crate::TaskBox>,
-                $crate::PluginError,
-            > {
-                $crate::guard(|| {
-                    let list: Vec<$crate::TaskBox> = $tasks;
-                    Ok(list.into())
-                })
-            }
-            $crate::TaskPlugin { info: __virb_info, tasks: __virb_tasks }.leak_into_prefix()
-        }
-        $crate::__export_manifest!($crate::PluginKind::Task);
+            $crate::__export_manifest!($crate::PluginKind::Task);
         };
     };
 }
@@ -149,24 +153,28 @@ macro_rules! export_task_plugin {
 macro_rules! export_encoder_plugin {
     ($encoders:expr) => {
         const _: () = {
-        #[$crate::abi_stable::export_root_module]
-        pub fn virb_encoder_plugin_root() -> $crate::EncoderPluginRef {
-            use $crate::abi_stable::prefix_type::PrefixTypeTrait;
-            extern "C" fn __virb_info() -> $crate::PluginInfo {
-                $crate::plugin_info(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
+            #[$crate::abi_stable::export_root_module]
+            pub fn virb_encoder_plugin_root() -> $crate::EncoderPluginRef {
+                use $crate::abi_stable::prefix_type::PrefixTypeTrait;
+                extern "C" fn __virb_info() -> $crate::PluginInfo {
+                    $crate::plugin_info(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
+                }
+                extern "C" fn __virb_encoders() -> $crate::abi_stable::std_types::RResult<
+                    $crate::abi_stable::std_types::RVec<$crate::EncoderFactoryBox>,
+                    $crate::PluginError,
+                > {
+                    $crate::guard(|| {
+                        let list: Vec<$crate::EncoderFactoryBox> = $encoders;
+                        Ok(list.into())
+                    })
+                }
+                $crate::EncoderPlugin {
+                    info: __virb_info,
+                    encoders: __virb_encoders,
+                }
+                .leak_into_prefix()
             }
-            extern "C" fn __virb_encoders() -> $crate::abi_stable::std_types::RResult<
-                $crate::abi_stable::std_types::RVec<$crate::EncoderFactoryBox>,
-                $crate::PluginError,
-            > {
-                $crate::guard(|| {
-                    let list: Vec<$crate::EncoderFactoryBox> = $encoders;
-                    Ok(list.into())
-                })
-            }
-            $crate::EncoderPlugin { info: __virb_info, encoders: __virb_encoders }.leak_into_prefix()
-        }
-        $crate::__export_manifest!($crate::PluginKind::Encoder);
+            $crate::__export_manifest!($crate::PluginKind::Encoder);
         };
     };
 }

@@ -108,19 +108,23 @@ pub fn load(path: &Path) -> Result<StateDict, CheckpointError> {
     if head.starts_with(b"PK\x03\x04") {
         let root = read_zip(path)?;
         extract(path, Format::TorchZip, root)
+    } else if looks_like_safetensors(head) {
+        read_safetensors(path)
     } else if head.first() == Some(&0x80) {
         let data = std::fs::read(path).map_err(io)?;
         let root = read_legacy(path, &data)?;
         extract(path, Format::TorchLegacy, root)
-    } else if looks_like_safetensors(head) {
-        read_safetensors(path)
     } else {
         let what = if head.is_empty() {
             "the file is empty".to_string()
         } else {
             format!(
                 "it starts with bytes {}",
-                head.iter().take(8).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
+                head.iter()
+                    .take(8)
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
             )
         };
         Err(CheckpointError::NotACheckpoint {
@@ -142,8 +146,10 @@ fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(filled)
 }
 
+/// safetensors: an 8-byte little-endian header length, then a JSON header starting with `{`.
+/// (A legacy pickle starts with 0x80 0x02 0x8a, so its byte 8 is never `{`.)
 fn looks_like_safetensors(head: &[u8]) -> bool {
-    head.len() >= 9 && head[8] == b'{'
+    head.len() >= 9 && head[8] == b'{' && head[6] == 0 && head[7] == 0
 }
 
 fn malformed(path: &Path, format: Format, what: impl Into<String>) -> CheckpointError {
@@ -222,7 +228,13 @@ fn read_legacy(path: &Path, data: &[u8]) -> Result<Tree, CheckpointError> {
     let root = pickle::read(data, &mut pos).map_err(bad)?;
     let keys = match pickle::read(data, &mut pos).map_err(bad)? {
         Value::List(keys) => keys,
-        other => return Err(malformed(path, fmt, format!("storage key list is {other:?}"))),
+        other => {
+            return Err(malformed(
+                path,
+                fmt,
+                format!("storage key list is {other:?}"),
+            ))
+        }
     };
     // Element sizes come from the tensors that use each storage.
     let mut dtypes: HashMap<String, DType> = HashMap::new();
@@ -312,7 +324,10 @@ fn make_tensor(r: &TensorRef, bytes: &[u8]) -> Result<tch::Tensor, String> {
         }
     }
     if r.size.len() != r.stride.len() {
-        return Err(format!("storage {}: size and stride differ in rank", r.storage_key));
+        return Err(format!(
+            "storage {}: size and stride differ in rank",
+            r.storage_key
+        ));
     }
     // Largest element index the view touches must lie inside the storage.
     let extent: i64 = r
@@ -371,7 +386,11 @@ fn extract(path: &Path, format: Format, root: Tree) -> Result<StateDict, Checkpo
     }
     Err(CheckpointError::NoTensors {
         path: path.to_path_buf(),
-        keys: if keys.is_empty() { "none".to_string() } else { keys },
+        keys: if keys.is_empty() {
+            "none".to_string()
+        } else {
+            keys
+        },
     })
 }
 

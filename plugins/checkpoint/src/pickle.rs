@@ -187,7 +187,11 @@ pub fn read(data: &[u8], pos: &mut usize) -> Result<Value, PickleError> {
                 let n = take(data, pos, 1)?[0] as usize;
                 let b = take(data, pos, n)?;
                 // Integers wider than 64 bits (the legacy format's magic number) stay raw.
-                let v = if n > 8 { Value::Bytes(b.to_vec()) } else { Value::Int(long_le(b)) };
+                let v = if n > 8 {
+                    Value::Bytes(b.to_vec())
+                } else {
+                    Value::Int(long_le(b))
+                };
                 push(&mut stack, v);
             }
             b'G' => {
@@ -355,7 +359,10 @@ fn reduce(func: Value, args: Value, at: usize) -> Result<Value, PickleError> {
 
 fn rebuild_tensor(args: &[Value], at: usize) -> Result<Value, PickleError> {
     let [storage, offset, size, stride, ..] = args else {
-        return Err(malformed(at, "_rebuild_tensor_v2 needs storage, offset, size, stride"));
+        return Err(malformed(
+            at,
+            "_rebuild_tensor_v2 needs storage, offset, size, stride",
+        ));
     };
     let Value::PersistentId(pid) = storage else {
         return Err(malformed(at, "tensor storage is not a persistent id"));
@@ -396,14 +403,20 @@ fn rebuild_tensor(args: &[Value], at: usize) -> Result<Value, PickleError> {
 fn int(v: &Value, at: usize) -> Result<i64, PickleError> {
     match v {
         Value::Int(i) => Ok(*i),
-        other => Err(malformed(at, format!("expected an integer, found {other:?}"))),
+        other => Err(malformed(
+            at,
+            format!("expected an integer, found {other:?}"),
+        )),
     }
 }
 
 fn ints(v: &Value, at: usize) -> Result<Vec<i64>, PickleError> {
     match v {
         Value::Tuple(items) | Value::List(items) => items.iter().map(|i| int(i, at)).collect(),
-        other => Err(malformed(at, format!("expected a tuple of integers, found {other:?}"))),
+        other => Err(malformed(
+            at,
+            format!("expected a tuple of integers, found {other:?}"),
+        )),
     }
 }
 
@@ -440,7 +453,11 @@ fn line(data: &[u8], pos: &mut usize) -> Result<String, PickleError> {
 
 fn long_le(b: &[u8]) -> i64 {
     let Some(last) = b.last() else { return 0 };
-    let mut buf = if last & 0x80 != 0 { [0xffu8; 8] } else { [0u8; 8] };
+    let mut buf = if last & 0x80 != 0 {
+        [0xffu8; 8]
+    } else {
+        [0u8; 8]
+    };
     buf[..b.len()].copy_from_slice(b);
     i64::from_le_bytes(buf)
 }
@@ -545,6 +562,9 @@ mod tests {
     fn truncated_is_an_error() {
         let data: &[u8] = b"\x80\x02}q\x00(X\x05\x00\x00\x00ab";
         let mut pos = 0;
-        assert!(matches!(read(data, &mut pos), Err(PickleError::Truncated(_))));
+        assert!(matches!(
+            read(data, &mut pos),
+            Err(PickleError::Truncated(_))
+        ));
     }
 }

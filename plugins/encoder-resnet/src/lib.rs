@@ -10,7 +10,7 @@
 //! max-pool), `block1`..`block4` (after each stage).
 #![allow(non_local_definitions)]
 
-mod model;
+pub mod model;
 
 use model::{ResNet, ResNetOptions};
 use serde::Deserialize;

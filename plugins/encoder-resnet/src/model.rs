@@ -46,8 +46,12 @@ fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
 impl Bottleneck {
     fn new(p: &nn::Path, cin: i64, width: i64, stride: i64) -> Self {
         let cout = width * 4;
-        let downsample = (stride != 1 || cin != cout)
-            .then(|| (conv(p / "downsample" / "0", cin, cout, 1, stride, 0), bn(p / "downsample" / "1", cout)));
+        let downsample = (stride != 1 || cin != cout).then(|| {
+            (
+                conv(p / "downsample" / "0", cin, cout, 1, stride, 0),
+                bn(p / "downsample" / "1", cout),
+            )
+        });
         Bottleneck {
             conv1: conv(p / "conv1", cin, width, 1, 1, 0),
             bn1: bn(p / "bn1", width),
@@ -100,7 +104,9 @@ pub fn output_shapes(h: i64, w: i64) -> Vec<(&'static str, Vec<i64>)> {
 
 /// Converts a 4-D tensor to channels-last strides (same shape, NHWC memory order).
 fn to_channels_last(t: &tch::Tensor) -> Result<tch::Tensor, tch::TchError> {
-    t.f_permute([0, 2, 3, 1])?.f_contiguous()?.f_permute([0, 3, 1, 2])
+    t.f_permute([0, 2, 3, 1])?
+        .f_contiguous()?
+        .f_permute([0, 3, 1, 2])
 }
 
 fn ignored(key: &str) -> bool {
@@ -135,11 +141,10 @@ impl ResNet {
             ));
         }
         if !path.is_file() {
-            return Err(PluginError::weights(format!(
-                "weights file {} not found",
-                path.display()
-            ))
-            .with_help("paths in an experiment list are relative to the working directory"));
+            return Err(
+                PluginError::weights(format!("weights file {} not found", path.display()))
+                    .with_help("paths in an experiment list are relative to the working directory"),
+            );
         }
         let mut vs = nn::VarStore::new(device);
         let root = vs.root();
@@ -152,7 +157,12 @@ impl ResNet {
             let stride = if i == 0 { 1 } else { 2 };
             let mut layer = Vec::new();
             for b in 0..n {
-                layer.push(Bottleneck::new(&(&lp / b), cin, width, if b == 0 { stride } else { 1 }));
+                layer.push(Bottleneck::new(
+                    &(&lp / b),
+                    cin,
+                    width,
+                    if b == 0 { stride } else { 1 },
+                ));
                 cin = width * 4;
             }
             layers.push(layer);
@@ -201,7 +211,7 @@ impl ResNet {
         let depth = wanted
             .iter()
             .filter_map(|w| OUTPUTS.iter().position(|(n, _, _)| n == w))
-            .map(|i| if i == 0 { 5 } else { i })
+            .map(|i| if i == 0 { OUTPUTS.len() } else { i })
             .max()
             .unwrap_or(0);
         let mut out = Vec::new();
@@ -213,7 +223,11 @@ impl ResNet {
         };
         tch::no_grad(|| -> Result<(), PluginError> {
             let x = images.f_to_kind(tch::Kind::Float)?;
-            let x = if self.channels_last { to_channels_last(&x)? } else { x };
+            let x = if self.channels_last {
+                to_channels_last(&x)?
+            } else {
+                x
+            };
             let mut x = x.apply(&self.conv1).apply_t(&self.bn1, false).relu();
             keep("conv", &x)?;
             if depth <= 1 {
@@ -307,7 +321,9 @@ fn copy_weights(path: &Path, vs: &nn::VarStore) -> Result<(), PluginError> {
             unexpected.len(),
             list(&unexpected)
         ))
-        .with_help("the file holds more than a torchvision ResNet; convert it to a plain state dict"));
+        .with_help(
+            "the file holds more than a torchvision ResNet; convert it to a plain state dict",
+        ));
     }
     Ok(())
 }

@@ -63,7 +63,11 @@ pub fn class_image(class: u32, classes: u32, width: u32, height: u32, rng: &mut 
     for y in 0..height {
         for x in 0..width {
             let t = (x as f32 * dx + y as f32 * dy + phase) / period;
-            let stripe = if (t.floor() as i64) % 2 == 0 { 1.0 } else { 0.45 };
+            let stripe = if (t.floor() as i64) % 2 == 0 {
+                1.0
+            } else {
+                0.45
+            };
             for c in base {
                 let noise = (rng.uniform() - 0.5) * 0.2;
                 let v = (c * stripe * brightness + 0.1 + noise).clamp(0.0, 1.0);

@@ -40,7 +40,9 @@ impl ClassifierHead {
             }
         };
         if request.num_outputs == 0 {
-            return Err(PluginError::invalid_input("a classifier needs at least one class"));
+            return Err(PluginError::invalid_input(
+                "a classifier needs at least one class",
+            ));
         }
         let device = parse_device(request.device.as_str())?;
         tch::manual_seed(request.seed as i64);
@@ -51,7 +53,12 @@ impl ClassifierHead {
             nn::seq().add(nn::linear(&root, width, classes, Default::default()))
         } else {
             nn::seq()
-                .add(nn::linear(&root / "0", frames * width, 512, Default::default()))
+                .add(nn::linear(
+                    &root / "0",
+                    frames * width,
+                    512,
+                    Default::default(),
+                ))
                 .add_fn(|x| x.relu())
                 .add(nn::linear(&root / "2", 512, classes, Default::default()))
         };
@@ -133,9 +140,7 @@ impl Head for ClassifierHead {
                 .tensor
                 .shallow_clone();
             let batch = emb.size().first().copied().unwrap_or(0);
-            let x = emb
-                .f_to_kind(tch::Kind::Float)?
-                .f_reshape([batch, -1])?;
+            let x = emb.f_to_kind(tch::Kind::Float)?.f_reshape([batch, -1])?;
             if x.size().get(1).copied() != Some(self.input_width) {
                 return Err(PluginError::tensor(format!(
                     "head expects {} input features per sample, got embedding of shape {:?}",
@@ -148,7 +153,12 @@ impl Head for ClassifierHead {
     }
 
     fn loss(&self, output: TensorRef<'_>, target: TensorRef<'_>) -> RResult<Tensor, PluginError> {
-        guard(|| Ok(Tensor::new(cross_entropy(&output.shallow_clone(), &target.shallow_clone())?)))
+        guard(|| {
+            Ok(Tensor::new(cross_entropy(
+                &output.shallow_clone(),
+                &target.shallow_clone(),
+            )?))
+        })
     }
 
     fn new_metric(&self) -> MetricBox {
@@ -157,8 +167,13 @@ impl Head for ClassifierHead {
 }
 
 /// Mean softmax cross-entropy of logits `[B, C]` against class indices `[B]`.
-pub fn cross_entropy(logits: &tch::Tensor, target: &tch::Tensor) -> Result<tch::Tensor, PluginError> {
-    let target = target.f_to_device(logits.device())?.f_to_kind(tch::Kind::Int64)?;
+pub fn cross_entropy(
+    logits: &tch::Tensor,
+    target: &tch::Tensor,
+) -> Result<tch::Tensor, PluginError> {
+    let target = target
+        .f_to_device(logits.device())?
+        .f_to_kind(tch::Kind::Int64)?;
     let classes = logits.size().last().copied().unwrap_or(0);
     let max = i64::try_from(&target.f_max()?).unwrap_or(0);
     let min = i64::try_from(&target.f_min()?).unwrap_or(0);

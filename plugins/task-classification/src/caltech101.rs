@@ -29,8 +29,18 @@ const LAYOUT: &str = "caltech-101/<category>/*.jpg + caltech-101/caltech101_{tra
 
 /// Real CalTech-101 category names, used by the fixture generator.
 const CATEGORIES: [&str; 12] = [
-    "accordion", "airplanes", "anchor", "ant", "barrel", "bass", "beaver", "binocular", "bonsai",
-    "brain", "brontosaurus", "buddha",
+    "accordion",
+    "airplanes",
+    "anchor",
+    "ant",
+    "barrel",
+    "bass",
+    "beaver",
+    "binocular",
+    "bonsai",
+    "brain",
+    "brontosaurus",
+    "buddha",
 ];
 
 fn list_path(dir: &Path, split: Split) -> PathBuf {
@@ -54,7 +64,10 @@ fn read_list(dir: &Path, split: Split) -> Result<Vec<(String, String)>, PluginEr
             ))
     })?;
     let entries: Vec<String> = serde_json::from_str(&text).map_err(|e| {
-        PluginError::data(format!("{NAME}: split file {} is not a JSON array of strings: {e}", path.display()))
+        PluginError::data(format!(
+            "{NAME}: split file {} is not a JSON array of strings: {e}",
+            path.display()
+        ))
     })?;
     entries
         .into_iter()
@@ -123,7 +136,9 @@ impl Task for CalTech101 {
                 .collect();
             let source = list_path(&dir, request.split).display().to_string();
             if this.is_empty() {
-                return Err(PluginError::data(format!("{NAME}: split file {source} lists no images")));
+                return Err(PluginError::data(format!(
+                    "{NAME}: split file {source} lists no images"
+                )));
             }
             let mut items = Vec::with_capacity(this.len());
             let mut missing = Vec::new();

@@ -22,7 +22,11 @@ impl Dataset for ImageList {
         DatasetMeta {
             len: self.items.len() as u64,
             num_outputs: self.classes.len() as u32,
-            class_names: self.classes.iter().map(|c| RString::from(c.as_str())).collect::<RVec<_>>(),
+            class_names: self
+                .classes
+                .iter()
+                .map(|c| RString::from(c.as_str()))
+                .collect::<RVec<_>>(),
             source: self.source.as_str().into(),
         }
     }

@@ -1,0 +1,75 @@
+"""Writes a torchvision ResNet-50 weights file, as `torch.save(model.state_dict(), path)` does.
+
+No weights can be downloaded here, so the network is randomly initialised (seeded), each residual
+branch's last batch-norm scale is set to 0.2 (so the residual stream stays well scaled), and the
+batch-norm statistics are calibrated on images (--calibrate-dir) or on random noise. The file has
+exactly the format of torchvision's checkpoints (and, with --prefix model., of ViRB's).
+
+usage: make_weights.py OUT [--seed N] [--prefix model.] [--legacy] [--safetensors]
+                           [--calibrate-dir DIR] [--calibrate-size PX]
+"""
+import argparse
+import glob
+import os
+
+import torch
+import torchvision
+
+
+def calibration_batches(args):
+    size = args.calibrate_size
+    if not args.calibrate_dir:
+        return [torch.randn(8, 3, size, size) for _ in range(4)]
+    from PIL import Image
+    import torchvision.transforms as T
+
+    tf = T.Compose(
+        [T.Resize((size, size)), T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])]
+    )
+    files = sorted(
+        f
+        for ext in ("jpg", "jpeg", "png", "JPEG")
+        for f in glob.glob(os.path.join(args.calibrate_dir, "**", "*." + ext), recursive=True)
+    )[:256]
+    if not files:
+        raise SystemExit(f"no images below {args.calibrate_dir}")
+    images = torch.stack([tf(Image.open(f).convert("RGB")) for f in files])
+    return list(images.split(64))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--prefix", default="")
+    ap.add_argument("--legacy", action="store_true", help="pre-1.6 (non-zip) serialisation")
+    ap.add_argument("--safetensors", action="store_true")
+    ap.add_argument("--calibrate-size", type=int, default=112)
+    ap.add_argument("--calibrate-dir", help="calibrate batch-norm statistics on the images below")
+    args = ap.parse_args()
+    torch.manual_seed(args.seed)
+    model = torchvision.models.resnet50()
+    # Calibrate batch-norm running statistics (cumulative average) on random images.
+    for m in model.modules():
+        if isinstance(m, torchvision.models.resnet.Bottleneck):
+            torch.nn.init.constant_(m.bn3.weight, 0.2)
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for batch in calibration_batches(args):
+            model(batch)
+    model.eval()
+    sd = model.state_dict()
+    if args.prefix:
+        sd = type(sd)((args.prefix + k, v) for k, v in sd.items())
+    if args.safetensors:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in sd.items()}, args.out)
+    else:
+        torch.save(sd, args.out, _use_new_zipfile_serialization=not args.legacy)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Reference values from PyTorch itself, for the Rust tests.
+
+usage: torch_reference.py OUTDIR
+
+Writes, for one seeded torchvision ResNet-50 (BN statistics calibrated so values are well scaled):
+  weights.pt             torch.save(model.state_dict())          (torchvision's format)
+  weights_virb.pt        the same with every key prefixed `model.` (ViRB's format)
+  weights_legacy.pt      the same in the legacy (non-zip) format
+  weights.safetensors    the same as safetensors
+  nested.pt              {"epoch": 3, "state_dict": state_dict}   (a training checkpoint)
+  missing.pt             without `layer3.1.conv2.weight`
+  misshaped.pt           with `layer2.0.bn1.weight` of the wrong shape
+  input.safetensors      `images` [2, 3, 64, 80], normalised
+  expected.safetensors   torchvision's conv, block1..block4, embedding on that input
+  image.jpg, image_expected.safetensors
+                         a JPEG and torchvision's Resize((56,56)) + ToTensor + Normalize of it
+"""
+import os
+import sys
+
+import torch
+import torchvision
+import torchvision.transforms as T
+from PIL import Image
+from safetensors.torch import save_file
+
+
+def main():
+    out = sys.argv[1]
+    os.makedirs(out, exist_ok=True)
+    torch.manual_seed(0)
+    model = torchvision.models.resnet50()
+    for m in model.modules():
+        if isinstance(m, torchvision.models.resnet.Bottleneck):
+            torch.nn.init.constant_(m.bn3.weight, 0.2)
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(8, 3, 64, 64))
+    model.eval()
+    sd = model.state_dict()
+    torch.save(sd, os.path.join(out, "weights.pt"))
+    torch.save(type(sd)(("model." + k, v) for k, v in sd.items()), os.path.join(out, "weights_virb.pt"))
+    torch.save(sd, os.path.join(out, "weights_legacy.pt"), _use_new_zipfile_serialization=False)
+    save_file({k: v.contiguous() for k, v in sd.items()}, os.path.join(out, "weights.safetensors"))
+    torch.save({"epoch": 3, "state_dict": sd}, os.path.join(out, "nested.pt"))
+    missing = type(sd)((k, v) for k, v in sd.items() if k != "layer3.1.conv2.weight")
+    torch.save(missing, os.path.join(out, "missing.pt"))
+    bad = type(sd)(sd)
+    bad["layer2.0.bn1.weight"] = torch.ones(7)
+    torch.save(bad, os.path.join(out, "misshaped.pt"))
+
+    x = torch.randn(2, 3, 64, 80)
+    with torch.no_grad():
+        conv = model.relu(model.bn1(model.conv1(x)))
+        b1 = model.layer1(model.maxpool(conv))
+        b2 = model.layer2(b1)
+        b3 = model.layer3(b2)
+        b4 = model.layer4(b3)
+        emb = torch.flatten(model.avgpool(b4), 1)
+    save_file({"images": x}, os.path.join(out, "input.safetensors"))
+    save_file(
+        {"conv": conv, "block1": b1, "block2": b2, "block3": b3, "block4": b4, "embedding": emb},
+        os.path.join(out, "expected.safetensors"),
+    )
+
+    # A photo-like JPEG (smooth gradients plus texture) and torchvision's preprocessing of it.
+    g = torch.Generator().manual_seed(1)
+    h, w = 90, 120
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    img = torch.stack([xx * 2.0, yy * 2.5, (xx + yy) * 1.2]) + 20 * torch.rand(3, h, w, generator=g)
+    img = img.clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    Image.fromarray(img).save(os.path.join(out, "image.jpg"), quality=92)
+    tf = T.Compose([T.Resize((56, 56)), T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    ref = tf(Image.open(os.path.join(out, "image.jpg")).convert("RGB"))
+    save_file({"image": ref.contiguous()}, os.path.join(out, "image_expected.safetensors"))
+
+
+if __name__ == "__main__":
+    main()

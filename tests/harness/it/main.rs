@@ -1,0 +1,7 @@
+//! Integration tests of virb-host and its plugins.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod bad_input;
+mod end_to_end;
+mod plugins;
+mod reference;
