@@ -9,7 +9,7 @@ set -euo pipefail
 
 TORCH_VERSION=2.11.0
 TORCHVISION_VERSION=0.26.0
-cache="${VIRB_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/virb}"
+cache="${VIRB_CACHE_DIR:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/virb}"
 venv="$cache/torch-$TORCH_VERSION-venv"
 stamp="$venv/.virb-complete-v1"
 python="${VIRB_PYTHON:-python3}"

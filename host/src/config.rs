@@ -373,12 +373,12 @@ fn validate(job: &JobConfig) -> Result<(), Invalid> {
                     return Err(bad(&key("scheduler"), "div factors must be positive"));
                 }
             }
-            Some(SchedulerConfig::Poly { exponent }) => {
-                if !(exponent.is_finite() && *exponent > 0.0) {
-                    return Err(bad(&key("scheduler.exponent"), "must be positive"));
-                }
+            Some(SchedulerConfig::Poly { exponent })
+                if !(exponent.is_finite() && *exponent > 0.0) =>
+            {
+                return Err(bad(&key("scheduler.exponent"), "must be positive"));
             }
-            None => {}
+            Some(SchedulerConfig::Poly { .. }) | None => {}
         }
     }
     Ok(())

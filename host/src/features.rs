@@ -107,12 +107,12 @@ pub fn encode_split(
     dataset: &DatasetBox,
     req: &EncodeRequest<'_>,
 ) -> Result<(MemoryStore, EncodeTimings), JobError> {
-    let meta = dataset.meta();
+    let meta = plugin(dataset.meta())?;
     let n = meta.len as usize;
     if n == 0 {
         return Err(JobError::Other(format!("split {} is empty", meta.source)));
     }
-    let encoder_device = virb_plugin_api::parse_device(req.encoder.device().as_str())?;
+    let encoder_device = virb_plugin_api::parse_device(plugin(req.encoder.device())?.as_str())?;
     let start = Instant::now();
     let mut timings = EncodeTimings::default();
     let mut progress = Progress::new(req.label.clone(), n as u64);

@@ -396,8 +396,17 @@ fn load_file(path: &Path) -> Result<Loaded, Rejected> {
                     ))
                 }
             };
-            let tasks: Vec<(TaskInfo, TaskBox)> =
-                tasks.into_iter().map(|t| (t.info(), t)).collect();
+            let tasks = tasks
+                .into_iter()
+                .map(|t| t.info().into_result().map(|i| (i, t)))
+                .collect::<Result<Vec<(TaskInfo, TaskBox)>, _>>()
+                .map_err(|e| {
+                    reject(
+                        path,
+                        format!("{name} failed to describe a task: {}", e.message),
+                        e.help.to_string(),
+                    )
+                })?;
             Ok(Loaded {
                 meta: PluginMeta {
                     path: path.to_path_buf(),
@@ -427,8 +436,17 @@ fn load_file(path: &Path) -> Result<Loaded, Rejected> {
                     ))
                 }
             };
-            let encoders: Vec<(EncoderInfo, EncoderFactoryBox)> =
-                encoders.into_iter().map(|f| (f.info(), f)).collect();
+            let encoders = encoders
+                .into_iter()
+                .map(|f| f.info().into_result().map(|i| (i, f)))
+                .collect::<Result<Vec<(EncoderInfo, EncoderFactoryBox)>, _>>()
+                .map_err(|e| {
+                    reject(
+                        path,
+                        format!("{name} failed to describe an encoder: {}", e.message),
+                        e.help.to_string(),
+                    )
+                })?;
             Ok(Loaded {
                 meta: PluginMeta {
                     path: path.to_path_buf(),

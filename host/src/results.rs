@@ -51,6 +51,8 @@ pub struct Timings {
     pub decode: f64,
     /// Encoder forward passes (train + test; shared by all configs of the job).
     pub encode: f64,
+    /// Wall-clock time of decoding and encoding together (they overlap), train + test.
+    pub encode_wall: f64,
     /// Training this config's head.
     pub train: f64,
     /// Evaluating it on the test split.

@@ -212,7 +212,7 @@ fn run_job(
     };
     let train_ds = open(Split::Train)?;
     let test_ds = open(Split::Test)?;
-    let (train_meta, test_meta) = (train_ds.meta(), test_ds.meta());
+    let (train_meta, test_meta) = (plugin(train_ds.meta())?, plugin(test_ds.meta())?);
     if train_meta.class_names != test_meta.class_names
         || train_meta.num_outputs != test_meta.num_outputs
     {
@@ -330,8 +330,7 @@ impl JobCtx<'_> {
         let io = |what: &str, e: std::io::Error| {
             JobError::Other(format!("cannot write {what} in {}: {e}", dir.display()))
         };
-        let state: Vec<(String, tch::Tensor)> = head
-            .state()
+        let state: Vec<(String, tch::Tensor)> = plugin(head.state())?
             .into_iter()
             .map(|nt| (nt.name.to_string(), nt.tensor.into_tch()))
             .collect();
@@ -409,6 +408,7 @@ impl JobCtx<'_> {
             timings_s: Timings {
                 decode: self.encode_timings.decode_s,
                 encode: self.encode_timings.encode_s,
+                encode_wall: self.encode_timings.wall_s,
                 train: outcome.train_s,
                 eval: outcome.eval_s,
             },

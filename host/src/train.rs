@@ -224,8 +224,7 @@ pub fn train_and_eval(
     device: Device,
     label: &str,
 ) -> Result<Outcome, JobError> {
-    let params: Vec<Tensor> = head
-        .parameters()
+    let params: Vec<Tensor> = plugin(head.parameters())?
         .into_iter()
         .map(|nt| nt.tensor.into_tch())
         .collect();
@@ -241,7 +240,7 @@ pub fn train_and_eval(
     let (mut train_loss, mut train_metrics, mut lr) = (f64::NAN, Vec::new(), cfg.lr);
     for epoch in 0..job.num_epochs {
         let perm = Tensor::f_randperm(n, (Kind::Int64, Device::Cpu))?;
-        let mut metric = head.new_metric();
+        let mut metric = plugin(head.new_metric())?;
         let mut loss_sum = 0.0;
         for b in 0..steps_per_epoch as i64 {
             let first = b * bs;
@@ -265,7 +264,7 @@ pub fn train_and_eval(
             step += 1;
         }
         train_loss = loss_sum / n as f64;
-        train_metrics = metric.compute().into_iter().collect();
+        train_metrics = plugin(metric.compute())?.into_iter().collect();
         progress.inc(1, &format!("loss {train_loss:.4}"));
     }
     let train_s = start.elapsed().as_secs_f64();
@@ -293,7 +292,7 @@ pub fn evaluate(
 ) -> Result<(f64, Vec<f64>), JobError> {
     let _guard = tch::no_grad_guard();
     let n = split.len();
-    let mut metric = head.new_metric();
+    let mut metric = plugin(head.new_metric())?;
     let mut loss_sum = 0.0;
     let mut first = 0;
     while first < n {
@@ -307,7 +306,10 @@ pub fn evaluate(
         plugin(metric.update(TensorRef::of(&out), TensorRef::of(&target)))?;
         first += len;
     }
-    Ok((loss_sum / n as f64, metric.compute().into_iter().collect()))
+    Ok((
+        loss_sum / n as f64,
+        plugin(metric.compute())?.into_iter().collect(),
+    ))
 }
 
 #[cfg(test)]

@@ -48,7 +48,7 @@ pub struct EncoderRequest {
 #[sabi_trait]
 pub trait EncoderFactory: Send + Sync {
     /// What this encoder is.
-    fn info(&self) -> EncoderInfo;
+    fn info(&self) -> RResult<EncoderInfo, PluginError>;
 
     /// Builds the encoder and loads its weights, strictly: a missing, unexpected or mis-shaped
     /// tensor is an error naming it.
@@ -60,10 +60,10 @@ pub trait EncoderFactory: Send + Sync {
 #[sabi_trait]
 pub trait Encoder: Send {
     /// The device its weights live on (`cpu`, `cuda:N`); inputs must be moved there.
-    fn device(&self) -> RString;
+    fn device(&self) -> RResult<RString, PluginError>;
 
     /// Per-sample shapes of the outputs for an input of `height` x `width`.
-    fn output_shapes(&self, height: i64, width: i64) -> RVec<FeatureSpec>;
+    fn output_shapes(&self, height: i64, width: i64) -> RResult<RVec<FeatureSpec>, PluginError>;
 
     /// Runs the frozen encoder (eval mode, no gradients) on `images` `[B, 3, H, W]`, normalised,
     /// float32, on [`Encoder::device`]. Returns the requested outputs, moved to the caller, each

@@ -27,7 +27,7 @@
 //!
 //! # Errors and panics
 //!
-//! Every entry point returns `RResult<_, PluginError>`. A panic must never cross the boundary
+//! Every method returns `RResult<_, PluginError>`. A panic must never cross the boundary
 //! (it would abort the host): wrap each method body in [`guard`], which turns a panic into a
 //! [`PluginError`] of kind [`ErrorKind::Panic`].
 #![deny(missing_docs)]

@@ -102,7 +102,7 @@ pub struct DatasetMeta {
 #[sabi_trait]
 pub trait Dataset: Send + Sync {
     /// Facts about the split.
-    fn meta(&self) -> DatasetMeta;
+    fn meta(&self) -> RResult<DatasetMeta, PluginError>;
 
     /// Reads, decodes and preprocesses sample `index` (`0 <= index < len`).
     #[sabi(last_prefix_field)]
@@ -131,7 +131,7 @@ pub trait Metric: Send {
 
     /// The metric values so far, in the order of [`TaskInfo::metrics`].
     #[sabi(last_prefix_field)]
-    fn compute(&self) -> RVec<f64>;
+    fn compute(&self) -> RResult<RVec<f64>, PluginError>;
 }
 
 /// A task's trainable head, with its loss and metrics.
@@ -139,11 +139,11 @@ pub trait Metric: Send {
 pub trait Head: Send {
     /// The trainable parameters, as new handles sharing storage and gradients with the head's
     /// own (the host's optimiser updates them in place).
-    fn parameters(&self) -> RVec<NamedTensor>;
+    fn parameters(&self) -> RResult<RVec<NamedTensor>, PluginError>;
 
     /// Everything needed to restore the head (parameters and buffers), named like a PyTorch
     /// `state_dict`.
-    fn state(&self) -> RVec<NamedTensor>;
+    fn state(&self) -> RResult<RVec<NamedTensor>, PluginError>;
 
     /// Restores a state written by [`Head::state`], strictly.
     fn load_state(&mut self, state: RVec<NamedTensor>) -> RResult<(), PluginError>;
@@ -161,7 +161,7 @@ pub trait Head: Send {
 
     /// A fresh metric accumulator.
     #[sabi(last_prefix_field)]
-    fn new_metric(&self) -> MetricBox;
+    fn new_metric(&self) -> RResult<MetricBox, PluginError>;
 }
 
 /// How the host asks a task to write a small synthetic data set in its real layout.
@@ -186,7 +186,7 @@ pub struct FixtureRequest {
 #[sabi_trait]
 pub trait Task: Send + Sync {
     /// What the task is.
-    fn info(&self) -> TaskInfo;
+    fn info(&self) -> RResult<TaskInfo, PluginError>;
 
     /// Opens one split, checking the layout (a missing folder or file is a [`PluginError`] that
     /// names it and says how to get it).

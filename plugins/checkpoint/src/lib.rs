@@ -311,7 +311,7 @@ fn materialise(
 
 fn make_tensor(r: &TensorRef, bytes: &[u8]) -> Result<tch::Tensor, String> {
     let elem = r.dtype.size();
-    if bytes.len() % elem != 0 {
+    if !bytes.len().is_multiple_of(elem) {
         return Err(format!("storage {} has a partial element", r.storage_key));
     }
     let numel = (bytes.len() / elem) as i64;

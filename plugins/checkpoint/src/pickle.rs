@@ -516,7 +516,7 @@ fn pop_mark(stack: &mut Vec<Item>, at: usize) -> Result<Vec<Value>, PickleError>
 }
 
 fn pairs(items: Vec<Value>, at: usize) -> Result<Vec<(Value, Value)>, PickleError> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return Err(malformed(at, "odd number of dict items"));
     }
     let mut out = Vec::with_capacity(items.len() / 2);

@@ -40,8 +40,9 @@ struct Options {
 }
 
 impl EncoderFactory for ResNetFactory {
-    fn info(&self) -> EncoderInfo {
-        EncoderInfo {
+    fn info(&self) -> RResult<EncoderInfo, PluginError> {
+        guard(|| {
+            Ok(EncoderInfo {
             name: self.name.into(),
             description: format!(
                 "torchvision {} (v1.5), frozen; outputs embedding and the conv/block1..block4 pyramid",
@@ -57,7 +58,8 @@ impl EncoderFactory for ResNetFactory {
                 })
                 .collect(),
             weight_formats: "torch.save(state_dict) .pt/.pth (zip or legacy; keys with or without `model.`/`module.`), .safetensors".into(),
-        }
+        })
+        })
     }
 
     fn load(&self, request: EncoderRequest) -> RResult<EncoderBox, PluginError> {
@@ -94,18 +96,20 @@ struct LoadedResNet {
 }
 
 impl Encoder for LoadedResNet {
-    fn device(&self) -> RString {
-        device_name(self.device).into()
+    fn device(&self) -> RResult<RString, PluginError> {
+        guard(|| Ok(device_name(self.device).into()))
     }
 
-    fn output_shapes(&self, height: i64, width: i64) -> RVec<FeatureSpec> {
-        model::output_shapes(height, width)
-            .into_iter()
-            .map(|(name, shape)| FeatureSpec {
-                name: name.into(),
-                shape: shape.into(),
-            })
-            .collect()
+    fn output_shapes(&self, height: i64, width: i64) -> RResult<RVec<FeatureSpec>, PluginError> {
+        guard(|| {
+            Ok(model::output_shapes(height, width)
+                .into_iter()
+                .map(|(name, shape)| FeatureSpec {
+                    name: name.into(),
+                    shape: shape.into(),
+                })
+                .collect())
+        })
     }
 
     fn forward(

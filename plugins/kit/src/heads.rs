@@ -82,19 +82,23 @@ fn sorted_variables(vs: &nn::VarStore) -> Vec<(String, tch::Tensor)> {
 }
 
 impl Head for ClassifierHead {
-    fn parameters(&self) -> RVec<NamedTensor> {
-        sorted_variables(&self.vs)
-            .into_iter()
-            .filter(|(_, t)| t.requires_grad())
-            .map(|(n, t)| NamedTensor::new(n, t))
-            .collect()
+    fn parameters(&self) -> RResult<RVec<NamedTensor>, PluginError> {
+        guard(|| {
+            Ok(sorted_variables(&self.vs)
+                .into_iter()
+                .filter(|(_, t)| t.requires_grad())
+                .map(|(n, t)| NamedTensor::new(n, t))
+                .collect())
+        })
     }
 
-    fn state(&self) -> RVec<NamedTensor> {
-        sorted_variables(&self.vs)
-            .into_iter()
-            .map(|(n, t)| NamedTensor::new(n, t))
-            .collect()
+    fn state(&self) -> RResult<RVec<NamedTensor>, PluginError> {
+        guard(|| {
+            Ok(sorted_variables(&self.vs)
+                .into_iter()
+                .map(|(n, t)| NamedTensor::new(n, t))
+                .collect())
+        })
     }
 
     fn load_state(&mut self, state: RVec<NamedTensor>) -> RResult<(), PluginError> {
@@ -161,8 +165,8 @@ impl Head for ClassifierHead {
         })
     }
 
-    fn new_metric(&self) -> MetricBox {
-        MetricBox::from_value(Accuracy::default(), TD_Opaque)
+    fn new_metric(&self) -> RResult<MetricBox, PluginError> {
+        RResult::ROk(MetricBox::from_value(Accuracy::default(), TD_Opaque))
     }
 }
 

@@ -32,12 +32,12 @@ impl Metric for Accuracy {
         })
     }
 
-    fn compute(&self) -> RVec<f64> {
+    fn compute(&self) -> RResult<RVec<f64>, PluginError> {
         let acc = if self.total == 0 {
             f64::NAN
         } else {
             self.correct as f64 / self.total as f64
         };
-        vec![acc].into()
+        RResult::ROk(vec![acc].into())
     }
 }

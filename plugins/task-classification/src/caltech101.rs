@@ -90,21 +90,23 @@ fn read_list(dir: &Path, split: Split) -> Result<Vec<(String, String)>, PluginEr
 }
 
 impl Task for CalTech101 {
-    fn info(&self) -> TaskInfo {
-        TaskInfo {
-            name: NAME.into(),
-            family: "classification".into(),
-            data_dir: DIR.into(),
-            layout: LAYOUT.into(),
-            metrics: vec![MetricSpec {
-                name: "top1_accuracy".into(),
-                higher_is_better: true,
-            }]
-            .into(),
-            required_outputs: vec![RString::from("embedding")].into(),
-            frames: 1,
-            encodable: true,
-        }
+    fn info(&self) -> RResult<TaskInfo, PluginError> {
+        guard(|| {
+            Ok(TaskInfo {
+                name: NAME.into(),
+                family: "classification".into(),
+                data_dir: DIR.into(),
+                layout: LAYOUT.into(),
+                metrics: vec![MetricSpec {
+                    name: "top1_accuracy".into(),
+                    higher_is_better: true,
+                }]
+                .into(),
+                required_outputs: vec![RString::from("embedding")].into(),
+                frames: 1,
+                encodable: true,
+            })
+        })
     }
 
     fn open(&self, request: DatasetRequest) -> RResult<DatasetBox, PluginError> {

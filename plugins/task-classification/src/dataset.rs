@@ -18,17 +18,19 @@ pub struct ImageList {
 }
 
 impl Dataset for ImageList {
-    fn meta(&self) -> DatasetMeta {
-        DatasetMeta {
-            len: self.items.len() as u64,
-            num_outputs: self.classes.len() as u32,
-            class_names: self
-                .classes
-                .iter()
-                .map(|c| RString::from(c.as_str()))
-                .collect::<RVec<_>>(),
-            source: self.source.as_str().into(),
-        }
+    fn meta(&self) -> RResult<DatasetMeta, PluginError> {
+        guard(|| {
+            Ok(DatasetMeta {
+                len: self.items.len() as u64,
+                num_outputs: self.classes.len() as u32,
+                class_names: self
+                    .classes
+                    .iter()
+                    .map(|c| RString::from(c.as_str()))
+                    .collect::<RVec<_>>(),
+                source: self.source.as_str().into(),
+            })
+        })
     }
 
     fn get(&self, index: u64) -> RResult<Sample, PluginError> {

@@ -161,7 +161,7 @@ fn plugins_dir_of(packages: &[&str], parent: &Path) -> PathBuf {
     fs::create_dir_all(&dir).unwrap();
     for p in packages {
         let lib = plugin_lib(p);
-        fs::copy(&lib, dir.join(lib.file_name().unwrap())).unwrap();
+        std::os::unix::fs::symlink(&lib, dir.join(lib.file_name().unwrap())).unwrap();
     }
     dir
 }
