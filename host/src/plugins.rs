@@ -2,6 +2,7 @@
 //! and libtorch versions, then abi_stable's layout check) and either loaded or rejected with a
 //! short reason and what to do. One bad file never stops the others from loading.
 use abi_stable::library::{lib_header_from_path, LibraryError};
+use abi_stable::std_types::{RResult, RVec};
 use std::{
     ffi::{c_char, CStr},
     path::{Path, PathBuf},
@@ -9,8 +10,8 @@ use std::{
 };
 use virb_plugin_api::{
     api_compatible, libtorch_compatible, EncoderFactoryBox, EncoderInfo, EncoderPluginRef,
-    PluginKind, TaskBox, TaskInfo, TaskPluginRef, Version, LIBTORCH_VERSION, MANIFEST_SYMBOL,
-    PLUGIN_API_VERSION,
+    PluginError, PluginKind, TaskBox, TaskInfo, TaskPluginRef, Version, LIBTORCH_VERSION,
+    MANIFEST_SYMBOL, PLUGIN_API_VERSION,
 };
 
 /// Environment variable holding plugin folders (separated by `:`).
@@ -372,51 +373,24 @@ fn load_file(path: &Path) -> Result<Loaded, Rejected> {
     // Plugins are never unloaded: their code and vtables back the objects the host keeps.
     std::mem::forget(lib);
     let header = lib_header_from_path(path).map_err(|e| library_error(path, &name, e))?;
-    let info_fields = |info: virb_plugin_api::PluginInfo| {
-        (
-            info.name.to_string(),
-            info.version.to_string(),
-            info.plugin_api_version.to_string(),
-            info.libtorch_version.to_string(),
-        )
+    let meta = |info: virb_plugin_api::PluginInfo, provides: Vec<String>| PluginMeta {
+        path: path.to_path_buf(),
+        kind,
+        name: info.name.to_string(),
+        version: info.version.to_string(),
+        api_version: info.plugin_api_version.to_string(),
+        libtorch_version: info.libtorch_version.to_string(),
+        provides,
     };
     match kind {
         PluginKind::Task => {
             let module = header
                 .init_root_module::<TaskPluginRef>()
                 .map_err(|e| library_error(path, &name, e))?;
-            let (name, version, api_version, libtorch_version) = info_fields((module.info())());
-            let tasks = match (module.tasks())() {
-                abi_stable::std_types::RResult::ROk(t) => t,
-                abi_stable::std_types::RResult::RErr(e) => {
-                    return Err(reject(
-                        path,
-                        format!("{name} failed to list its tasks: {}", e.message),
-                        e.help.to_string(),
-                    ))
-                }
-            };
-            let tasks = tasks
-                .into_iter()
-                .map(|t| t.info().into_result().map(|i| (i, t)))
-                .collect::<Result<Vec<(TaskInfo, TaskBox)>, _>>()
-                .map_err(|e| {
-                    reject(
-                        path,
-                        format!("{name} failed to describe a task: {}", e.message),
-                        e.help.to_string(),
-                    )
-                })?;
+            let tasks = describe(path, &name, "task", (module.tasks())(), |t| t.info())?;
+            let provides = tasks.iter().map(|(i, _)| i.name.to_string()).collect();
             Ok(Loaded {
-                meta: PluginMeta {
-                    path: path.to_path_buf(),
-                    kind,
-                    name,
-                    version,
-                    api_version,
-                    libtorch_version,
-                    provides: tasks.iter().map(|(i, _)| i.name.to_string()).collect(),
-                },
+                meta: meta((module.info())(), provides),
                 tasks,
                 encoders: Vec::new(),
             })
@@ -425,43 +399,43 @@ fn load_file(path: &Path) -> Result<Loaded, Rejected> {
             let module = header
                 .init_root_module::<EncoderPluginRef>()
                 .map_err(|e| library_error(path, &name, e))?;
-            let (name, version, api_version, libtorch_version) = info_fields((module.info())());
-            let encoders = match (module.encoders())() {
-                abi_stable::std_types::RResult::ROk(t) => t,
-                abi_stable::std_types::RResult::RErr(e) => {
-                    return Err(reject(
-                        path,
-                        format!("{name} failed to list its encoders: {}", e.message),
-                        e.help.to_string(),
-                    ))
-                }
-            };
-            let encoders = encoders
-                .into_iter()
-                .map(|f| f.info().into_result().map(|i| (i, f)))
-                .collect::<Result<Vec<(EncoderInfo, EncoderFactoryBox)>, _>>()
-                .map_err(|e| {
-                    reject(
-                        path,
-                        format!("{name} failed to describe an encoder: {}", e.message),
-                        e.help.to_string(),
-                    )
-                })?;
+            let encoders = describe(path, &name, "encoder", (module.encoders())(), |f| f.info())?;
+            let provides = encoders.iter().map(|(i, _)| i.name.to_string()).collect();
             Ok(Loaded {
-                meta: PluginMeta {
-                    path: path.to_path_buf(),
-                    kind,
-                    name,
-                    version,
-                    api_version,
-                    libtorch_version,
-                    provides: encoders.iter().map(|(i, _)| i.name.to_string()).collect(),
-                },
+                meta: meta((module.info())(), provides),
                 tasks: Vec::new(),
                 encoders,
             })
         }
     }
+}
+
+/// Pairs each item a plugin lists with its description; any error rejects the plugin.
+fn describe<T, I>(
+    path: &Path,
+    name: &str,
+    what: &str,
+    listed: RResult<RVec<T>, PluginError>,
+    info: impl Fn(&T) -> RResult<I, PluginError>,
+) -> Result<Vec<(I, T)>, Rejected> {
+    let fail = |doing: &str, e: PluginError| {
+        reject(
+            path,
+            format!("{name} failed to {doing}: {}", e.message),
+            e.help.to_string(),
+        )
+    };
+    listed
+        .into_result()
+        .map_err(|e| fail(&format!("list its {what}s"), e))?
+        .into_iter()
+        .map(|item| {
+            info(&item)
+                .into_result()
+                .map(|i| (i, item))
+                .map_err(|e| fail(&format!("describe a {what}"), e))
+        })
+        .collect()
 }
 
 fn first_line(text: &str) -> String {

@@ -121,6 +121,8 @@ pub struct ResultRecord {
     pub versions: Versions,
     /// The saved head, relative to this file's folder.
     pub head_file: String,
+    /// SHA-256 of the head file, binding this result to the head written with it.
+    pub head_sha256: String,
     /// When the result was written (RFC 3339, UTC).
     pub finished_at: String,
 }

@@ -149,15 +149,15 @@ fn failed_row(exp: &Experiment, job_name: &str, cfg: &str, error: &str) -> Row {
 }
 
 fn sha256_file(path: &Path) -> Result<String, JobError> {
-    let mut file = std::fs::File::open(path).map_err(|e| {
-        JobError::Other(format!("cannot read weights file {}: {e}", path.display()))
-    })?;
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| JobError::Other(format!("cannot read {}: {e}", path.display())))?;
+
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut buf).map_err(|e| {
-            JobError::Other(format!("cannot read weights file {}: {e}", path.display()))
-        })?;
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| JobError::Other(format!("cannot read {}: {e}", path.display())))?;
         if n == 0 {
             break;
         }
@@ -336,6 +336,7 @@ impl JobCtx<'_> {
             .collect();
         let head_file = "head.safetensors";
         results::write_head(&dir.join(head_file), &state).map_err(|e| io(head_file, e))?;
+        let head_sha256 = sha256_file(&dir.join(head_file))?;
         let names: Vec<String> = task
             .info
             .metrics
@@ -419,6 +420,7 @@ impl JobCtx<'_> {
                 libtorch: LIBTORCH_VERSION.to_string(),
             },
             head_file: head_file.to_string(),
+            head_sha256,
             finished_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
                 .to_string(),
         };

@@ -37,6 +37,23 @@ def calibration_batches(args):
     return list(images.split(64))
 
 
+def build_model(seed, batches):
+    """A seeded torchvision ResNet-50, residual scales 0.2, BN statistics averaged over `batches`."""
+    torch.manual_seed(seed)
+    model = torchvision.models.resnet50()
+    for m in model.modules():
+        if isinstance(m, torchvision.models.resnet.Bottleneck):
+            torch.nn.init.constant_(m.bn3.weight, 0.2)
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # cumulative average
+    model.train()
+    with torch.no_grad():
+        for batch in batches:
+            model(batch)
+    model.eval()
+    return model
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
@@ -47,19 +64,7 @@ def main():
     ap.add_argument("--calibrate-size", type=int, default=112)
     ap.add_argument("--calibrate-dir", help="calibrate batch-norm statistics on the images below")
     args = ap.parse_args()
-    torch.manual_seed(args.seed)
-    model = torchvision.models.resnet50()
-    # Calibrate batch-norm running statistics (cumulative average) on random images.
-    for m in model.modules():
-        if isinstance(m, torchvision.models.resnet.Bottleneck):
-            torch.nn.init.constant_(m.bn3.weight, 0.2)
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        for batch in calibration_batches(args):
-            model(batch)
-    model.eval()
+    model = build_model(args.seed, calibration_batches(args))
     sd = model.state_dict()
     if args.prefix:
         sd = type(sd)((args.prefix + k, v) for k, v in sd.items())

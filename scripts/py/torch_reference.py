@@ -24,21 +24,15 @@ import torchvision.transforms as T
 from PIL import Image
 from safetensors.torch import save_file
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_weights import build_model  # noqa: E402
+
 
 def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(0)
-    model = torchvision.models.resnet50()
-    for m in model.modules():
-        if isinstance(m, torchvision.models.resnet.Bottleneck):
-            torch.nn.init.constant_(m.bn3.weight, 0.2)
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        model(torch.randn(8, 3, 64, 64))
-    model.eval()
+    model = build_model(0, [torch.randn(8, 3, 64, 64)])
     sd = model.state_dict()
     torch.save(sd, os.path.join(out, "weights.pt"))
     torch.save(type(sd)(("model." + k, v) for k, v in sd.items()), os.path.join(out, "weights_virb.pt"))

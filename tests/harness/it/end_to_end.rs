@@ -83,6 +83,8 @@ fn probe_learns_generated_caltech_and_writes_complete_results() {
         assert!(r["timings_s"][t].as_f64().unwrap() >= 0.0, "{t}");
     }
     // The head is saved beside it, in safetensors, with ViRB's key names.
+    assert_eq!(r["head_file"], "head.safetensors");
+    assert_eq!(r["head_sha256"].as_str().unwrap().len(), 64);
     let head = tch::Tensor::read_safetensors(dir.join("head.safetensors")).unwrap();
     let shapes: Vec<(String, Vec<i64>)> = head.iter().map(|(n, t)| (n.clone(), t.size())).collect();
     assert!(

@@ -114,7 +114,9 @@ pub fn reference_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let script = root().join("scripts/py/torch_reference.py");
-        let key = fs::read_to_string(&script).unwrap();
+        // It imports make_weights.py, so both scripts key the cache.
+        let key = fs::read_to_string(&script).unwrap()
+            + &fs::read_to_string(root().join("scripts/py/make_weights.py")).unwrap();
         cached("reference", &key, |dir| {
             run_python(&[script.as_os_str(), dir.as_os_str()]);
         })
