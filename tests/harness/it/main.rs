@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod bad_input;
+mod classification;
 mod end_to_end;
 mod plugins;
 mod reference;
