@@ -121,6 +121,74 @@ pub enum Value {
     Tensor(TensorRef),
     /// A call of an unknown global, kept opaque.
     Call(Box<Value>, Box<Value>),
+    /// An object with the state BUILD gave it.
+    Built(Box<Value>, Box<Value>),
+}
+
+impl Value {
+    /// The value of `key` in a dict whose keys are strings (text or, from Python 2, bytes).
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        let Value::Dict(items) = self else {
+            return None;
+        };
+        items.iter().find_map(|(k, v)| match k {
+            Value::Str(s) if s == key => Some(v),
+            Value::Bytes(b) if b == key.as_bytes() => Some(v),
+            _ => None,
+        })
+    }
+
+    /// The bytes of a bytes object, or of a Python 2 string (decoded as latin-1).
+    pub fn as_bytes(&self) -> Option<Vec<u8>> {
+        match self {
+            Value::Bytes(b) => Some(b.clone()),
+            Value::Str(s) => s.chars().map(|c| u8::try_from(c as u32).ok()).collect(),
+            _ => None,
+        }
+    }
+
+    /// A numpy array pickled by `ndarray.__reduce__`: `(shape, dtype name, raw bytes)`.
+    pub fn as_ndarray(&self) -> Option<(Vec<i64>, String, Vec<u8>)> {
+        let Value::Built(obj, state) = self else {
+            return None;
+        };
+        let Value::Call(func, _) = obj.as_ref() else {
+            return None;
+        };
+        if !matches!(func.as_ref(), Value::Global(_, name) if name == "_reconstruct") {
+            return None;
+        }
+        // state = (version, shape, dtype, is_fortran, raw)
+        let Value::Tuple(items) = state.as_ref() else {
+            return None;
+        };
+        let [_, Value::Tuple(shape), dtype, Value::Bool(false), raw] = items.as_slice() else {
+            return None;
+        };
+        let shape = shape
+            .iter()
+            .map(|v| match v {
+                Value::Int(i) => Some(*i),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()?;
+        // dtype = Built(Call(numpy.dtype, ("u1", 0, 1)), state)
+        let dtype = match dtype {
+            Value::Built(call, _) => match call.as_ref() {
+                Value::Call(_, args) => match args.as_ref() {
+                    Value::Tuple(a) => a.first().and_then(|n| n.as_bytes()),
+                    _ => None,
+                },
+                _ => None,
+            },
+            _ => None,
+        }?;
+        Some((
+            shape,
+            String::from_utf8_lossy(&dtype).into_owned(),
+            raw.as_bytes()?,
+        ))
+    }
 }
 
 /// Why a pickle could not be read.
@@ -325,8 +393,14 @@ pub fn read(data: &[u8], pos: &mut usize) -> Result<Value, PickleError> {
                 push(&mut stack, reduce(cls, args, at)?);
             }
             b'b' => {
-                // BUILD: object state (e.g. an OrderedDict's `_metadata`); not needed.
-                pop_value(&mut stack, at)?;
+                // BUILD: a dict's state (an OrderedDict's `_metadata`) is not needed; any other
+                // object keeps its state (a numpy array's shape, dtype and bytes).
+                let state = pop_value(&mut stack, at)?;
+                let obj = top_mut(&mut stack, at)?;
+                if !matches!(obj, Value::Dict(_)) {
+                    let inner = std::mem::replace(obj, Value::None);
+                    *obj = Value::Built(Box::new(inner), Box::new(state));
+                }
             }
             other => return Err(PickleError::UnsupportedOpcode(other, at)),
         }
@@ -345,6 +419,16 @@ fn reduce(func: Value, args: Value, at: usize) -> Result<Value, PickleError> {
         ("collections", "OrderedDict") | ("builtins", "dict") | ("__builtin__", "dict") => {
             Ok(Value::Dict(Vec::new()))
         }
+        // Python 3 pickles bytes under protocol 2 as `_codecs.encode(text, "latin1")`.
+        ("_codecs", "encode") => match args_list {
+            [Value::Str(text), Value::Str(enc)] if enc == "latin1" || enc == "latin-1" => text
+                .chars()
+                .map(|c| u8::try_from(c as u32).ok())
+                .collect::<Option<Vec<u8>>>()
+                .map(Value::Bytes)
+                .ok_or_else(|| malformed(at, "latin-1 text outside latin-1")),
+            _ => Ok(Value::Call(Box::new(func), Box::new(args))),
+        },
         ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => {
             rebuild_tensor(args_list, at)
         }
@@ -566,5 +650,169 @@ mod tests {
             read(data, &mut pos),
             Err(PickleError::Truncated(_))
         ));
+    }
+}
+
+/// Serialises a value as a protocol-3 pickle (no memo). Used to write fixtures in the formats
+/// Python programs read, such as CIFAR's pickled dicts of numpy arrays.
+pub fn dumps(v: &Value) -> Vec<u8> {
+    let mut out = vec![0x80, 3];
+    dump(v, &mut out);
+    out.push(b'.');
+    out
+}
+
+fn dump(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::None => out.push(b'N'),
+        Value::Bool(b) => out.push(if *b { 0x88 } else { 0x89 }),
+        Value::Int(i) => match *i {
+            0..=0xff => out.extend([b'K', *i as u8]),
+            0x100..=0xffff => {
+                out.push(b'M');
+                out.extend((*i as u16).to_le_bytes());
+            }
+            _ if i32::try_from(*i).is_ok() => {
+                out.push(b'J');
+                out.extend((*i as i32).to_le_bytes());
+            }
+            _ => {
+                out.extend([0x8a, 8]);
+                out.extend(i.to_le_bytes());
+            }
+        },
+        Value::Float(f) => {
+            out.push(b'G');
+            out.extend(f.to_be_bytes());
+        }
+        Value::Str(s) => {
+            out.push(b'X');
+            out.extend((s.len() as u32).to_le_bytes());
+            out.extend(s.as_bytes());
+        }
+        Value::Bytes(b) => {
+            out.push(b'B');
+            out.extend((b.len() as u32).to_le_bytes());
+            out.extend(b);
+        }
+        Value::List(items) => {
+            out.push(b']');
+            if !items.is_empty() {
+                out.push(b'(');
+                items.iter().for_each(|i| dump(i, out));
+                out.push(b'e');
+            }
+        }
+        Value::Tuple(items) => {
+            out.push(b'(');
+            items.iter().for_each(|i| dump(i, out));
+            out.push(b't');
+        }
+        Value::Dict(items) => {
+            out.push(b'}');
+            if !items.is_empty() {
+                out.push(b'(');
+                for (k, v) in items {
+                    dump(k, out);
+                    dump(v, out);
+                }
+                out.push(b'u');
+            }
+        }
+        Value::Global(m, n) => {
+            out.push(b'c');
+            out.extend(m.as_bytes());
+            out.push(b'\n');
+            out.extend(n.as_bytes());
+            out.push(b'\n');
+        }
+        Value::Call(f, args) => {
+            dump(f, out);
+            dump(args, out);
+            out.push(b'R');
+        }
+        Value::Built(obj, state) => {
+            dump(obj, out);
+            dump(state, out);
+            out.push(b'b');
+        }
+        // Never produced by `read` at the top of a value a caller would write.
+        Value::PersistentId(_) | Value::Tensor(_) => out.push(b'N'),
+    }
+}
+
+/// A uint8 numpy array as `ndarray.__reduce__` pickles it.
+pub fn ndarray_u8(shape: &[i64], data: Vec<u8>) -> Value {
+    let global = |m: &str, n: &str| Value::Global(m.to_string(), n.to_string());
+    let dtype = Value::Built(
+        Box::new(Value::Call(
+            Box::new(global("numpy", "dtype")),
+            Box::new(Value::Tuple(vec![
+                Value::Str("u1".into()),
+                Value::Bool(false),
+                Value::Bool(true),
+            ])),
+        )),
+        Box::new(Value::Tuple(vec![
+            Value::Int(3),
+            Value::Str("|".into()),
+            Value::None,
+            Value::None,
+            Value::None,
+            Value::Int(-1),
+            Value::Int(-1),
+            Value::Int(0),
+        ])),
+    );
+    Value::Built(
+        Box::new(Value::Call(
+            Box::new(global("numpy.core.multiarray", "_reconstruct")),
+            Box::new(Value::Tuple(vec![
+                global("numpy", "ndarray"),
+                Value::Tuple(vec![Value::Int(0)]),
+                Value::Bytes(b"b".to_vec()),
+            ])),
+        )),
+        Box::new(Value::Tuple(vec![
+            Value::Int(1),
+            Value::Tuple(shape.iter().map(|s| Value::Int(*s)).collect()),
+            dtype,
+            Value::Bool(false),
+            Value::Bytes(data),
+        ])),
+    )
+}
+
+#[cfg(test)]
+mod write_tests {
+    use super::*;
+
+    #[test]
+    fn dumps_round_trips_through_read() {
+        let v = Value::Dict(vec![
+            (
+                Value::Str("data".into()),
+                ndarray_u8(&[2, 3], vec![1, 2, 3, 4, 5, 6]),
+            ),
+            (
+                Value::Str("fine_labels".into()),
+                Value::List(vec![Value::Int(7), Value::Int(300)]),
+            ),
+        ]);
+        let bytes = dumps(&v);
+        let mut pos = 0;
+        let back = read(&bytes, &mut pos).expect("reads back");
+        let (shape, dtype, raw) = back
+            .get("data")
+            .and_then(Value::as_ndarray)
+            .expect("ndarray");
+        assert_eq!(
+            (shape, dtype.as_str(), raw),
+            (vec![2, 3], "u1", vec![1, 2, 3, 4, 5, 6])
+        );
+        assert_eq!(
+            back.get("fine_labels"),
+            Some(&Value::List(vec![Value::Int(7), Value::Int(300)]))
+        );
     }
 }

@@ -1,11 +1,12 @@
 //! virb task plugin: image-level classification with a linear probe on the encoder's embedding,
 //! cross-entropy loss and top-1 accuracy over the whole test split: CalTech-101 (JSON split
-//! lists) and the folder-per-class data sets Imagenet, SUN397, Eurosat, dtd and Pets.
+//! lists), CIFAR-100 (pickle files) and the folder-per-class data sets Imagenet, SUN397, Eurosat, dtd and Pets.
 //!
 //! One task per file; the shared data set type lives in [`dataset`].
 #![allow(non_local_definitions)]
 
 pub mod caltech101;
+pub mod cifar100;
 pub mod dataset;
 pub mod dtd;
 pub mod eurosat;
@@ -25,13 +26,17 @@ pub fn tasks() -> Vec<TaskBox> {
         &dtd::SPEC,
         &pets::SPEC,
     ];
-    std::iter::once(TaskBox::from_value(caltech101::CalTech101, TD_Opaque))
-        .chain(
-            folder_tasks
-                .into_iter()
-                .map(|spec| TaskBox::from_value(folder::FolderTask(spec), TD_Opaque)),
-        )
-        .collect()
+    [
+        TaskBox::from_value(caltech101::CalTech101, TD_Opaque),
+        TaskBox::from_value(cifar100::Cifar100, TD_Opaque),
+    ]
+    .into_iter()
+    .chain(
+        folder_tasks
+            .into_iter()
+            .map(|spec| TaskBox::from_value(folder::FolderTask(spec), TD_Opaque)),
+    )
+    .collect()
 }
 
 virb_plugin_api::export_task_plugin!(tasks());

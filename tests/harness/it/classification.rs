@@ -156,3 +156,76 @@ fn splits_with_different_classes_are_refused() {
         out.stderr
     );
 }
+
+fn python(code: &str, args: &[&std::path::Path]) -> String {
+    let out = std::process::Command::new(virb_tests::python())
+        .arg("-c")
+        .arg(code)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn cifar_env() -> Env {
+    let env = Env::new();
+    let out = env.host(&[
+        "fixtures",
+        "CIFAR-100",
+        "data",
+        "--classes",
+        "4",
+        "--train-per-class",
+        "10",
+        "--test-per-class",
+        "8",
+    ]);
+    assert!(out.ok(), "{}", out.stderr);
+    env.write(
+        "experiments.yaml",
+        &format!("probe: '{}'\n", weights().display()),
+    );
+    env.write("virb.yaml", &format!("CIFAR-100:\n  task: CIFAR-100\n  training_configs:\n    adam:\n      optimizer: adam\n      lr: 0.001\n  num_epochs: 25\n  batch_size: 8\n  image_size: {IMAGE_SIZE}\n"));
+    env
+}
+
+fn cifar_accuracy(env: &Env) -> f64 {
+    let out = env.run();
+    assert!(out.ok(), "{}\n{}", out.stdout, out.stderr);
+    let r = read_json(&env.path("out/probe/CIFAR-100-adam/results.json"));
+    assert_eq!(r["test_size"], 32);
+    r["test_metrics"]["top1_accuracy"].as_f64().unwrap()
+}
+
+#[test]
+fn cifar100_fixture_is_what_python_reads_and_the_probe_learns_it() {
+    let env = cifar_env();
+    // The generated files have the real format: Python's pickle gives a uint8 [N, 3072] array.
+    let seen = python(
+        "import pickle,sys; d=pickle.load(open(sys.argv[1],'rb'),encoding='bytes'); print(d['data'].dtype, d['data'].shape, sorted(set(d['fine_labels'])))",
+        &[&env.path("data/cifar-100/train")],
+    );
+    assert_eq!(seen.trim(), "uint8 (40, 3072) [0, 1, 2, 3]");
+    let acc = cifar_accuracy(&env);
+    assert!(acc >= 0.9, "CIFAR-100 accuracy {acc} (chance 0.25)");
+}
+
+#[test]
+fn cifar100_reads_python_written_pickles_and_does_not_learn_shuffled_labels() {
+    let env = cifar_env();
+    // Python rewrites the training file (protocol 2, as the real files) with shuffled labels.
+    python(
+        "import pickle,random,sys; p=sys.argv[1]; d=pickle.load(open(p,'rb'),encoding='bytes'); random.seed(3); random.shuffle(d['fine_labels']); pickle.dump(d,open(p,'wb'),protocol=2)",
+        &[&env.path("data/cifar-100/train")],
+    );
+    let acc = cifar_accuracy(&env);
+    assert!(
+        acc <= 0.6,
+        "CIFAR-100 accuracy {acc} with shuffled labels (chance 0.25)"
+    );
+}
