@@ -92,3 +92,60 @@ pub fn write_jpeg(path: &Path, width: u32, height: u32, rgb: &[u8]) -> Result<()
         .encode(rgb, width, height, ::image::ExtendedColorType::Rgb8)
         .map_err(|e| PluginError::data(format!("cannot write {}: {e}", path.display())))
 }
+
+/// Draws `count` discs of `colour` (RGB in [0, 1]) at random positions on a dim background of the
+/// same colour; a
+/// disc's radius is `radius` pixels, or the next one of `first_radii` for the first discs.
+pub fn discs_image(
+    width: u32,
+    height: u32,
+    count: u32,
+    radius: f32,
+    first_radii: &[f32],
+    colour: [f32; 3],
+    rng: &mut Rng,
+) -> Vec<u8> {
+    // A dim version of the disc colour as background.
+    let mut out: Vec<u8> = (0..width * height)
+        .flat_map(|_| colour.map(|c| (c * 70.0 + 50.0) as u8))
+        .collect();
+    for k in 0..count {
+        let r = first_radii.get(k as usize).copied().unwrap_or(radius);
+        let cx = r + rng.uniform() * (width as f32 - 2.0 * r).max(1.0);
+        let cy = r + rng.uniform() * (height as f32 - 2.0 * r).max(1.0);
+        for y in 0..height {
+            for x in 0..width {
+                let (dx, dy) = (x as f32 - cx, y as f32 - cy);
+                if dx * dx + dy * dy <= r * r {
+                    let i = ((y * width + x) * 3) as usize;
+                    for c in 0..3 {
+                        out[i + c] = (colour[c] * 230.0 + 20.0) as u8;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Writes an RGB buffer as a PNG, creating parent folders.
+pub fn write_png(path: &Path, width: u32, height: u32, rgb: &[u8]) -> Result<(), PluginError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            PluginError::data(format!("cannot create folder {}: {e}", parent.display()))
+        })?;
+    }
+    ::image::save_buffer(path, rgb, width, height, ::image::ExtendedColorType::Rgb8)
+        .map_err(|e| PluginError::data(format!("cannot write {}: {e}", path.display())))
+}
+
+/// Writes `text` to `path`, creating parent folders.
+pub fn write_text(path: &Path, text: &str) -> Result<(), PluginError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            PluginError::data(format!("cannot create folder {}: {e}", parent.display()))
+        })?;
+    }
+    std::fs::write(path, text)
+        .map_err(|e| PluginError::data(format!("cannot write {}: {e}", path.display())))
+}

@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 #![allow(non_local_definitions)]
 
+pub mod dataset;
 pub mod draw;
 pub mod heads;
 pub mod image;

@@ -5,20 +5,20 @@
 //! of `"<category>/<file>.jpg"` paths. The class is the category folder (ViRB took it from the
 //! file name by mistake); class indices are the sorted categories of both lists, so they agree
 //! between the splits. Nothing is downloaded.
-use crate::dataset::ImageList;
 use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},
 };
 use virb_plugin_api::{
-    abi_stable::{
-        sabi_trait::TD_Opaque,
-        std_types::{RResult, RString},
-    },
-    guard, DatasetBox, DatasetRequest, FixtureRequest, HeadBox, HeadRequest, MetricSpec,
-    PluginError, Split, Task, TaskInfo,
+    abi_stable::std_types::{RResult, RString},
+    guard, DatasetBox, DatasetRequest, FixtureRequest, HeadBox, HeadRequest, PluginError, Split,
+    Task, TaskInfo,
 };
-use virb_plugin_kit::{draw, heads::ClassifierHead};
+use virb_plugin_kit::{
+    dataset::{classification_info, ImageList},
+    draw,
+    heads::ClassifierHead,
+};
 
 /// The task.
 pub struct CalTech101;
@@ -91,22 +91,7 @@ fn read_list(dir: &Path, split: Split) -> Result<Vec<(String, String)>, PluginEr
 
 impl Task for CalTech101 {
     fn info(&self) -> RResult<TaskInfo, PluginError> {
-        guard(|| {
-            Ok(TaskInfo {
-                name: NAME.into(),
-                family: "classification".into(),
-                data_dir: DIR.into(),
-                layout: LAYOUT.into(),
-                metrics: vec![MetricSpec {
-                    name: "top1_accuracy".into(),
-                    higher_is_better: true,
-                }]
-                .into(),
-                required_outputs: vec![RString::from("embedding")].into(),
-                frames: 1,
-                encodable: true,
-            })
-        })
+        guard(|| Ok(classification_info(NAME, "classification", DIR, LAYOUT, 1)))
     }
 
     fn open(&self, request: DatasetRequest) -> RResult<DatasetBox, PluginError> {
@@ -160,15 +145,7 @@ impl Task for CalTech101 {
                 ))
                 .with_help(format!("expected layout: {LAYOUT}")));
             }
-            Ok(DatasetBox::from_value(
-                ImageList {
-                    items,
-                    classes,
-                    image_size: request.image_size,
-                    source,
-                },
-                TD_Opaque,
-            ))
+            ImageList::single(items, classes, request.image_size, source).boxed(NAME)
         })
     }
 

@@ -14,7 +14,7 @@ use virb_plugin_api::{
         std_types::{RResult, RString, RVec},
     },
     guard, Dataset, DatasetBox, DatasetMeta, DatasetRequest, FixtureRequest, HeadBox, HeadRequest,
-    MetricSpec, PluginError, Sample, Split, Task, TaskInfo, Tensor,
+    PluginError, Sample, Split, Task, TaskInfo, Tensor,
 };
 use virb_plugin_kit::{
     draw,
@@ -179,20 +179,13 @@ impl Dataset for CifarSplit {
 impl Task for Cifar100 {
     fn info(&self) -> RResult<TaskInfo, PluginError> {
         guard(|| {
-            Ok(TaskInfo {
-                name: NAME.into(),
-                family: "classification".into(),
-                data_dir: DIR.into(),
-                layout: LAYOUT.into(),
-                metrics: vec![MetricSpec {
-                    name: "top1_accuracy".into(),
-                    higher_is_better: true,
-                }]
-                .into(),
-                required_outputs: vec![RString::from("embedding")].into(),
-                frames: 1,
-                encodable: true,
-            })
+            Ok(virb_plugin_kit::dataset::classification_info(
+                NAME,
+                "classification",
+                DIR,
+                LAYOUT,
+                1,
+            ))
         })
     }
 

@@ -2,17 +2,17 @@
 //! ImageNet, SUN397, EuroSAT, DTD and Pets loaders. Class indices are the sorted class folders of
 //! each split; the host refuses a job whose two splits have different classes (ViRB silently
 //! misaligned them).
-use crate::dataset::ImageList;
 use std::path::{Path, PathBuf};
 use virb_plugin_api::{
-    abi_stable::{
-        sabi_trait::TD_Opaque,
-        std_types::{RResult, RString},
-    },
-    guard, DatasetBox, DatasetRequest, FixtureRequest, HeadBox, HeadRequest, MetricSpec,
-    PluginError, Split, Task, TaskInfo,
+    abi_stable::std_types::{RResult, RString},
+    guard, DatasetBox, DatasetRequest, FixtureRequest, HeadBox, HeadRequest, PluginError, Split,
+    Task, TaskInfo,
 };
-use virb_plugin_kit::{draw, heads::ClassifierHead};
+use virb_plugin_kit::{
+    dataset::{classification_info, ImageList},
+    draw,
+    heads::ClassifierHead,
+};
 
 /// What distinguishes one folder-per-class task from another.
 pub struct FolderSpec {
@@ -66,20 +66,13 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, PluginError> {
 impl Task for FolderTask {
     fn info(&self) -> RResult<TaskInfo, PluginError> {
         guard(|| {
-            Ok(TaskInfo {
-                name: self.0.name.into(),
-                family: "classification".into(),
-                data_dir: self.0.dir.into(),
-                layout: self.0.layout().into(),
-                metrics: vec![MetricSpec {
-                    name: "top1_accuracy".into(),
-                    higher_is_better: true,
-                }]
-                .into(),
-                required_outputs: vec![RString::from("embedding")].into(),
-                frames: 1,
-                encodable: true,
-            })
+            Ok(classification_info(
+                self.0.name,
+                "classification",
+                self.0.dir,
+                &self.0.layout(),
+                1,
+            ))
         })
     }
 
@@ -130,15 +123,13 @@ impl Task for FolderTask {
                 ))
                 .with_help(format!("expected layout: {}", spec.layout())));
             }
-            Ok(DatasetBox::from_value(
-                ImageList {
-                    items,
-                    classes,
-                    image_size: request.image_size,
-                    source: dir.display().to_string(),
-                },
-                TD_Opaque,
-            ))
+            ImageList::single(
+                items,
+                classes,
+                request.image_size,
+                dir.display().to_string(),
+            )
+            .boxed(spec.name)
         })
     }
 

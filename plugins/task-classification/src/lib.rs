@@ -7,7 +7,6 @@
 
 pub mod caltech101;
 pub mod cifar100;
-pub mod dataset;
 pub mod dtd;
 pub mod eurosat;
 pub mod folder;

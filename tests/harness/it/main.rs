@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod classification;
+mod counting;
 mod end_to_end;
 mod plugins;
 mod reference;

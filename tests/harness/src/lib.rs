@@ -57,7 +57,11 @@ pub fn plugin_lib(package: &str) -> PathBuf {
 }
 
 /// The project's own plugins.
-pub const OWN_PLUGINS: [&str; 2] = ["virb-encoder-resnet", "virb-task-classification"];
+pub const OWN_PLUGINS: [&str; 3] = [
+    "virb-encoder-resnet",
+    "virb-task-classification",
+    "virb-task-counting",
+];
 
 /// The libtorch venv's python.
 pub fn python() -> PathBuf {

@@ -1,0 +1,141 @@
+//! `THORNumSteps`: how many steps an agent in AI2-THOR took to reach the viewpoint.
+//!
+//! Layout: `<data>/thor_num_steps/{train,val}/<dir>/<stem>_rgb.jpg` with
+//! `<data>/thor_num_steps/{train,val}_labels.txt`, one `"<split>/<dir>/<stem> <steps>"` per line
+//! (the image path relative to `thor_num_steps/`, without `_rgb.jpg`). `val` is the test split.
+//! Classes are `0..=max` over both label files.
+use std::path::{Path, PathBuf};
+use virb_plugin_api::{
+    abi_stable::std_types::{RResult, RString},
+    guard, DatasetBox, DatasetRequest, FixtureRequest, HeadBox, HeadRequest, PluginError, Split,
+    Task, TaskInfo,
+};
+use virb_plugin_kit::{
+    dataset::{classification_info, integer_classes, ImageList},
+    draw,
+    heads::ClassifierHead,
+};
+
+/// The task.
+pub struct ThorNumSteps;
+
+const NAME: &str = "THORNumSteps";
+const DIR: &str = "thor_num_steps";
+const LAYOUT: &str = "thor_num_steps/{train,val}/<dir>/<stem>_rgb.jpg + thor_num_steps/{train,val}_labels.txt (\"<split>/<dir>/<stem> <steps>\" per line)";
+
+fn split_name(split: Split) -> &'static str {
+    match split {
+        Split::Train => "train",
+        Split::Test => "val",
+    }
+}
+
+fn labels_path(root: &Path, split: Split) -> PathBuf {
+    root.join(DIR)
+        .join(format!("{}_labels.txt", split_name(split)))
+}
+
+/// `(image, steps)` for every line of a split's label file; every image must exist.
+fn read_labels(root: &Path, split: Split) -> Result<Vec<(PathBuf, i64)>, PluginError> {
+    let path = labels_path(root, split);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        PluginError::data(format!("{NAME}: cannot read label file {}: {e}", path.display())).with_help(format!(
+            "expected {LAYOUT} under {} (from ViRB's thor_num_steps.zip); or run `virb-host fixtures {NAME} {}`",
+            root.display(),
+            root.display()
+        ))
+    })?;
+    let mut out = Vec::new();
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let bad = || {
+            PluginError::data(format!(
+                "{NAME}: {}:{}: expected \"<split>/<dir>/<stem> <steps>\", found \"{line}\"",
+                path.display(),
+                n + 1
+            ))
+        };
+        let (key, steps) = line.trim().rsplit_once(' ').ok_or_else(bad)?;
+        let steps: i64 = steps.trim().parse().map_err(|_| bad())?;
+        if steps < 0 {
+            return Err(bad());
+        }
+        let image = root.join(DIR).join(format!("{}_rgb.jpg", key.trim()));
+        if !image.is_file() {
+            return Err(PluginError::data(format!(
+                "{NAME}: image {} (line {} of {}) not found",
+                image.display(),
+                n + 1,
+                path.display()
+            ))
+            .with_help(format!("expected layout: {LAYOUT}")));
+        }
+        out.push((image, steps));
+    }
+    Ok(out)
+}
+
+impl Task for ThorNumSteps {
+    fn info(&self) -> RResult<TaskInfo, PluginError> {
+        guard(|| Ok(classification_info(NAME, "counting", DIR, LAYOUT, 1)))
+    }
+
+    fn open(&self, request: DatasetRequest) -> RResult<DatasetBox, PluginError> {
+        guard(|| {
+            let root = Path::new(request.data_root.as_str());
+            let this = read_labels(root, request.split)?;
+            let other = read_labels(
+                root,
+                if request.split == Split::Train {
+                    Split::Test
+                } else {
+                    Split::Train
+                },
+            )?;
+            let classes = integer_classes(this.iter().chain(&other).map(|(_, l)| *l));
+            let source = labels_path(root, request.split).display().to_string();
+            ImageList::single(this, classes, request.image_size, source).boxed(NAME)
+        })
+    }
+
+    fn build_head(&self, request: HeadRequest) -> RResult<HeadBox, PluginError> {
+        guard(|| Ok(ClassifierHead::new(&request)?.boxed()))
+    }
+
+    fn write_fixture(&self, request: FixtureRequest) -> RResult<RString, PluginError> {
+        guard(|| {
+            let root = Path::new(request.data_root.as_str());
+            let classes = request.classes.clamp(2, 16);
+            let size = request.image_size.max(16);
+            let mut rng = draw::Rng::new(request.seed);
+            let mut total = 0;
+            for (split, per_class) in [
+                (Split::Train, request.train_per_class),
+                (Split::Test, request.test_per_class),
+            ] {
+                let mut lines = String::new();
+                for i in 0..per_class * classes {
+                    let steps = i % classes;
+                    let key = format!("{}/scene_{:02}/view_{i:05}", split_name(split), i % 3);
+                    let pixels = draw::class_image(steps, classes, size, size, &mut rng);
+                    draw::write_jpeg(
+                        &root.join(DIR).join(format!("{key}_rgb.jpg")),
+                        size,
+                        size,
+                        &pixels,
+                    )?;
+                    lines.push_str(&format!("{key} {steps}\n"));
+                    total += 1;
+                }
+                draw::write_text(&labels_path(root, split), &lines)?;
+            }
+            Ok(RString::from(format!(
+                "{NAME}: {classes} step counts, {total} images in {}",
+                root.join(DIR).display()
+            )))
+        })
+    }
+}
