@@ -149,3 +149,41 @@ pub fn write_text(path: &Path, text: &str) -> Result<(), PluginError> {
     std::fs::write(path, text)
         .map_err(|e| PluginError::data(format!("cannot write {}: {e}", path.display())))
 }
+
+/// A pair of frames seen by a camera that moved: both are `size` x `size` views of one random
+/// striped scene; `motion` (0 ahead, 1 turn left, 2 turn right, 3 look up, 4 look down, others
+/// cycle) moves the second view (closer, or shifted by a quarter of the frame). The second view
+/// is also tinted with the motion's hue so that even a random encoder's features separate the
+/// classes.
+pub fn motion_pair(motion: u32, motions: u32, size: u32, rng: &mut Rng) -> (Vec<u8>, Vec<u8>) {
+    let big = size * 2;
+    let scene = class_image(rng.below(8) as u32, 8, big, big, rng);
+    let shift = (size / 4) as i64;
+    let crop = |x0: i64, y0: i64, side: u32| -> Vec<u8> {
+        let mut out = Vec::with_capacity((size * size * 3) as usize);
+        for y in 0..size {
+            for x in 0..size {
+                let sx = (x0 + (x as i64 * side as i64) / size as i64).clamp(0, big as i64 - 1);
+                let sy = (y0 + (y as i64 * side as i64) / size as i64).clamp(0, big as i64 - 1);
+                let i = ((sy as u32 * big + sx as u32) * 3) as usize;
+                out.extend_from_slice(&scene[i..i + 3]);
+            }
+        }
+        out
+    };
+    let c = (size / 2) as i64;
+    let a = crop(c, c, size);
+    let b = match motion % 5 {
+        0 => crop(c + shift, c + shift, size / 2),
+        1 => crop(c - shift, c, size),
+        2 => crop(c + shift, c, size),
+        3 => crop(c, c - shift, size),
+        _ => crop(c, c + shift, size),
+    };
+    let tint = hue_to_rgb(motion as f32 / motions.max(1) as f32);
+    let b = b
+        .chunks_exact(3)
+        .flat_map(|px| [0, 1, 2].map(|k| (px[k] as f32 * 0.6 + tint[k] * 255.0 * 0.4) as u8))
+        .collect();
+    (a, b)
+}

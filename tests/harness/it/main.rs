@@ -4,6 +4,7 @@
 mod bad_input;
 mod classification;
 mod counting;
+mod egomotion;
 mod end_to_end;
 mod plugins;
 mod reference;

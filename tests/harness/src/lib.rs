@@ -57,10 +57,11 @@ pub fn plugin_lib(package: &str) -> PathBuf {
 }
 
 /// The project's own plugins.
-pub const OWN_PLUGINS: [&str; 3] = [
+pub const OWN_PLUGINS: [&str; 4] = [
     "virb-encoder-resnet",
     "virb-task-classification",
     "virb-task-counting",
+    "virb-task-egomotion",
 ];
 
 /// The libtorch venv's python.
