@@ -9,7 +9,7 @@ profile="${1:-release}"
 flag=()
 [ "$profile" = release ] && flag=(--release)
 # The project's own plugins: every cdylib under plugins/.
-plugins=(virb-encoder-resnet virb-task-classification virb-task-counting virb-task-egomotion)
+plugins=(virb-encoder-resnet virb-task-classification virb-task-counting virb-task-egomotion virb-task-action)
 cargo build "${flag[@]}" -p virb-host $(printf -- '-p %s ' "${plugins[@]}")
 target="${CARGO_TARGET_DIR:-$root/target}/$profile"
 mkdir -p "$target/plugins"

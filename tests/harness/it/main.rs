@@ -1,6 +1,7 @@
 //! Integration tests of virb-host and its plugins.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod action;
 mod bad_input;
 mod classification;
 mod counting;

@@ -57,11 +57,12 @@ pub fn plugin_lib(package: &str) -> PathBuf {
 }
 
 /// The project's own plugins.
-pub const OWN_PLUGINS: [&str; 4] = [
+pub const OWN_PLUGINS: [&str; 5] = [
     "virb-encoder-resnet",
     "virb-task-classification",
     "virb-task-counting",
     "virb-task-egomotion",
+    "virb-task-action",
 ];
 
 /// The libtorch venv's python.
