@@ -206,9 +206,11 @@ fn default_repeats() -> u32 {
 pub struct JobConfig {
     /// Task type, as a task plugin names it.
     pub task: String,
-    /// Named training configs; all train on one encoding.
+    /// Named training configs; all train on one encoding. Eval-only tasks have none.
+    #[serde(default)]
     pub training_configs: IndexMap<String, TrainingConfig>,
-    /// Epochs per training config.
+    /// Epochs per training config (required unless the task is eval-only).
+    #[serde(default)]
     pub num_epochs: u32,
     /// Training batch size (default 32).
     #[serde(default = "default_batch_size")]
@@ -225,7 +227,8 @@ pub struct JobConfig {
     /// ViRB's number of passes over the training split when caching; only 1 is supported.
     #[serde(default = "default_repeats")]
     pub num_dataset_repeats: u32,
-    /// ViRB's eval-only switch; not supported yet.
+    /// ViRB's eval-only switch, accepted for ViRB files and ignored: an eval-only task (such as
+    /// `Imagenetv2`) always evaluates the heads of the task it names, found in `--out`.
     #[serde(default)]
     pub task_head_weights_path: Option<String>,
     /// Seed for head initialisation and batch order (default 0).
@@ -279,20 +282,35 @@ pub fn load_virb_config(path: &Path) -> Result<VirbConfig, ConfigError> {
 
 type Invalid = (Option<String>, String);
 
+/// Checks what depends on the kind of task: a training task needs training configs and epochs;
+/// an eval-only task trains nothing. Returns `(key, message)` on error.
+pub fn check_job_for_task(job: &JobConfig, eval_only: bool) -> Result<(), (String, String)> {
+    if eval_only {
+        if !job.training_configs.is_empty() {
+            return Err((
+                "training_configs".into(),
+                "the task is eval-only (it evaluates heads trained by another job); remove training_configs".into(),
+            ));
+        }
+        return Ok(());
+    }
+    if job.training_configs.is_empty() {
+        return Err((
+            "training_configs".into(),
+            "needs at least one training config".into(),
+        ));
+    }
+    if job.num_epochs == 0 {
+        return Err(("num_epochs".into(), "must be at least 1".into()));
+    }
+    Ok(())
+}
+
 fn bad(key: &str, message: impl Into<String>) -> Invalid {
     (Some(key.to_string()), message.into())
 }
 
 fn validate(job: &JobConfig) -> Result<(), Invalid> {
-    if job.training_configs.is_empty() {
-        return Err(bad(
-            "training_configs",
-            "needs at least one training config",
-        ));
-    }
-    if job.num_epochs == 0 {
-        return Err(bad("num_epochs", "must be at least 1"));
-    }
     if job.batch_size == 0 {
         return Err(bad("batch_size", "must be at least 1"));
     }
@@ -312,12 +330,6 @@ fn validate(job: &JobConfig) -> Result<(), Invalid> {
         return Err(bad(
             "num_dataset_repeats",
             "only 1 is supported: cached features are not augmented, so repeats would only duplicate samples",
-        ));
-    }
-    if job.task_head_weights_path.is_some() {
-        return Err(bad(
-            "task_head_weights_path",
-            "eval-only jobs are not supported yet",
         ));
     }
     for (name, cfg) in &job.training_configs {
@@ -385,7 +397,7 @@ fn validate(job: &JobConfig) -> Result<(), Invalid> {
 }
 
 /// Finds the line of `key` (a dotted path below the job) within job `job`'s block.
-fn locate(text: &str, job: &str, key: Option<&str>) -> Option<usize> {
+pub(crate) fn locate(text: &str, job: &str, key: Option<&str>) -> Option<usize> {
     let lines: Vec<&str> = text.lines().collect();
     let is_job = |l: &str| {
         let t = l.trim_end();

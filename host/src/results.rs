@@ -123,6 +123,9 @@ pub struct ResultRecord {
     pub head_file: String,
     /// SHA-256 of the head file, binding this result to the head written with it.
     pub head_sha256: String,
+    /// For an eval-only job (such as Imagenetv2): the result folder whose head was evaluated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evaluated_head: Option<String>,
     /// When the result was written (RFC 3339, UTC).
     pub finished_at: String,
 }

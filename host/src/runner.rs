@@ -9,7 +9,7 @@ use crate::plugins::{EncoderEntry, Registry, TaskEntry};
 use crate::results::{
     self, EncoderRecord, PluginRef, ResultRecord, Row, TaskRecord, Timings, Versions,
 };
-use crate::train::train_and_eval;
+use crate::train::{evaluate, train_and_eval, Outcome};
 use sha2::{Digest, Sha256};
 use std::{
     io::Read,
@@ -73,8 +73,9 @@ pub fn run(opts: &RunOptions, registry: &Registry) -> Result<RunSummary, SetupEr
     let experiments = config::load_experiment_list(&opts.experiment_list)?;
     let virb = config::load_virb_config(&opts.virb_configs)?;
     // Check everything that can be checked before any work starts.
+    let config_text = std::fs::read_to_string(&virb.path).unwrap_or_default();
     for (name, job) in &virb.jobs {
-        registry.task(&job.task).map_err(|e| {
+        let entry = registry.task(&job.task).map_err(|e| {
             let text = std::fs::read_to_string(&virb.path).unwrap_or_default();
             let line = text
                 .lines()
@@ -86,7 +87,21 @@ pub fn run(opts: &RunOptions, registry: &Registry) -> Result<RunSummary, SetupEr
                 message: format!("job `{name}`: `task`: {e}"),
             }
         })?;
+        let eval_only = !entry.info.evaluates_heads_of.is_empty();
+        config::check_job_for_task(job, eval_only).map_err(|(key, message)| ConfigError {
+            file: virb.path.clone(),
+            line: config::locate(&config_text, name, Some(&key)),
+            message: format!("job `{name}`: `{key}`: {message}"),
+        })?;
     }
+    // Eval-only jobs evaluate heads that training jobs write: run them last.
+    let mut jobs: Vec<(&String, &JobConfig)> = virb.jobs.iter().collect();
+    jobs.sort_by_key(|(_, job)| {
+        registry
+            .task(&job.task)
+            .map(|t| !t.info.evaluates_heads_of.is_empty())
+            .unwrap_or(false)
+    });
     for exp in &experiments {
         registry.encoder(&exp.encoder).map_err(|e| ConfigError {
             file: opts.experiment_list.clone(),
@@ -108,7 +123,7 @@ pub fn run(opts: &RunOptions, registry: &Registry) -> Result<RunSummary, SetupEr
     for exp in &experiments {
         match load_encoder(&ctx, exp) {
             Ok(enc) => {
-                for (job_name, job) in &virb.jobs {
+                for &(job_name, job) in &jobs {
                     match run_job(&ctx, exp, &enc, job_name, job) {
                         Ok(job_rows) => rows.extend(job_rows),
                         Err(e) => rows.extend(failed_rows(exp, job_name, job, &e.to_string())),
@@ -116,7 +131,7 @@ pub fn run(opts: &RunOptions, registry: &Registry) -> Result<RunSummary, SetupEr
                 }
             }
             Err(e) => {
-                for (job_name, job) in &virb.jobs {
+                for &(job_name, job) in &jobs {
                     rows.extend(failed_rows(exp, job_name, job, &e.to_string()));
                 }
             }
@@ -131,6 +146,9 @@ fn failed_rows(exp: &Experiment, job_name: &str, job: &JobConfig, error: &str) -
         "error: experiment `{}`, job `{job_name}`: {error}",
         exp.name
     );
+    if job.training_configs.is_empty() {
+        return vec![failed_row(exp, job_name, "-", error)];
+    }
     job.training_configs
         .keys()
         .map(|cfg| failed_row(exp, job_name, cfg, error))
@@ -202,6 +220,9 @@ fn run_job(
     job: &JobConfig,
 ) -> Result<Vec<Row>, JobError> {
     let task = ctx.registry.task(&job.task).map_err(JobError::Other)?;
+    if !task.info.evaluates_heads_of.is_empty() {
+        return run_eval_job(ctx, exp, enc, job_name, job, task);
+    }
     let open = |split| {
         plugin(task.task.open(DatasetRequest {
             data_root: ctx.opts.data_root.to_string_lossy().as_ref().into(),
@@ -271,7 +292,7 @@ fn run_job(
         task,
         job_name,
         job,
-        train: &train,
+        train: Some(&train),
         test: &test,
         num_outputs: train_meta.num_outputs,
         encode_timings,
@@ -292,6 +313,162 @@ fn run_job(
     Ok(rows)
 }
 
+/// Evaluates, on the eval-only task's test split, every head that the task it names trained for
+/// this experiment (found in `--out`), without training.
+fn run_eval_job(
+    ctx: &Ctx<'_>,
+    exp: &Experiment,
+    enc: &LoadedEncoder<'_>,
+    job_name: &str,
+    job: &JobConfig,
+    task: &TaskEntry,
+) -> Result<Vec<Row>, JobError> {
+    let source = task.info.evaluates_heads_of.to_string();
+    let exp_dir = ctx.opts.out.join(&exp.name);
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&exp_dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    dirs.sort();
+    let heads: Vec<(PathBuf, serde_json::Value)> = dirs
+        .into_iter()
+        .filter_map(|dir| {
+            let text = std::fs::read_to_string(dir.join("results.json")).ok()?;
+            let r: serde_json::Value = serde_json::from_str(&text).ok()?;
+            (r["task"]["name"] == source.as_str() && r["evaluated_head"].is_null())
+                .then_some((dir, r))
+        })
+        .collect();
+    if heads.is_empty() {
+        return Err(JobError::Other(format!(
+            "{}: no trained {source} head for experiment `{}` in {}; run a job with `task: {source}` for this experiment first (same --out), then this one",
+            job.task,
+            exp.name,
+            exp_dir.display()
+        )));
+    }
+    let test_ds = plugin(task.task.open(DatasetRequest {
+        data_root: ctx.opts.data_root.to_string_lossy().as_ref().into(),
+        split: Split::Test,
+        image_size: job.image_size,
+        options_json: "{}".into(),
+    }))?;
+    let test_meta = plugin(test_ds.meta())?;
+    let (test, timings) = encode_split(
+        &test_ds,
+        &EncodeRequest {
+            encoder: &enc.encoder,
+            outputs: task.info.required_outputs.as_slice(),
+            frames: task.info.frames.max(1),
+            batch_size: job.eval_batch_size() as usize,
+            pool: &ctx.pool,
+            store_device: ctx.opts.device,
+            label: format!("{}/{job_name}: encode test", exp.name),
+        },
+    )?;
+    let features: Vec<FeatureSpec> = test
+        .shapes()
+        .into_iter()
+        .map(|(name, shape)| FeatureSpec {
+            name: name.as_str().into(),
+            shape: shape.into(),
+        })
+        .collect();
+    let mut rows = Vec::new();
+    for (dir, r) in heads {
+        let config = r["config"].as_str().unwrap_or("head").to_string();
+        let head_name = r["head_file"]
+            .as_str()
+            .unwrap_or("head.safetensors")
+            .to_string();
+        let outcome = (|| -> Result<Row, JobError> {
+            let num_outputs = r["num_outputs"].as_u64().unwrap_or(0) as u32;
+            if test_meta.num_outputs > num_outputs {
+                return Err(JobError::Other(format!(
+                    "{}: labels go up to {} but the {source} head in {} has {num_outputs} outputs",
+                    job.task,
+                    test_meta.num_outputs.saturating_sub(1),
+                    dir.display()
+                )));
+            }
+            let head_file = dir.join(&head_name);
+            let state = tch::Tensor::read_safetensors(&head_file).map_err(|e| {
+                JobError::Other(format!("cannot read head {}: {e}", head_file.display()))
+            })?;
+            let mut head = plugin(task.task.build_head(HeadRequest {
+                features: features.clone().into(),
+                num_outputs,
+                device: device_name(ctx.opts.device).into(),
+                seed: job.seed,
+            }))?;
+            let state = state
+                .into_iter()
+                .map(|(n, t)| virb_plugin_api::NamedTensor::new(n, t))
+                .collect();
+            plugin(head.load_state(state))?;
+            let t0 = std::time::Instant::now();
+            let (test_loss, test_metrics) =
+                evaluate(&head, &test, job.eval_batch_size() as i64, ctx.opts.device)?;
+            let outcome = Outcome {
+                train_loss: f64::NAN,
+                train_metrics: Vec::new(),
+                test_loss,
+                test_metrics,
+                epochs: 0,
+                train_s: 0.0,
+                eval_s: t0.elapsed().as_secs_f64(),
+                final_lr: f64::NAN,
+            };
+            let folder = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let job_ctx = JobCtx {
+                ctx,
+                exp,
+                enc,
+                task,
+                job_name,
+                job,
+                train: None,
+                test: &test,
+                num_outputs,
+                encode_timings: timings,
+            };
+            job_ctx.write_record(
+                &config,
+                r["hyperparameters"].clone(),
+                &outcome,
+                HeadRef {
+                    file: format!("../{folder}/{head_name}"),
+                    sha256: r["head_sha256"].as_str().unwrap_or_default().to_string(),
+                    evaluated: Some(dir.display().to_string()),
+                },
+            )
+        })();
+        match outcome {
+            Ok(row) => rows.push(row),
+            Err(e) => {
+                eprintln!(
+                    "error: experiment `{}`, job `{job_name}`, head `{config}`: {e}",
+                    exp.name
+                );
+                rows.push(failed_row(exp, job_name, &config, &e.to_string()));
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// Where the head of a result is.
+struct HeadRef {
+    /// Path relative to the result's folder.
+    file: String,
+    /// SHA-256 of its content.
+    sha256: String,
+    /// For an eval-only job: the result folder whose head was evaluated.
+    evaluated: Option<String>,
+}
+
 struct JobCtx<'a> {
     ctx: &'a Ctx<'a>,
     exp: &'a Experiment,
@@ -299,7 +476,8 @@ struct JobCtx<'a> {
     task: &'a TaskEntry,
     job_name: &'a str,
     job: &'a JobConfig,
-    train: &'a MemoryStore,
+    /// None for an eval-only job.
+    train: Option<&'a MemoryStore>,
     test: &'a MemoryStore,
     num_outputs: u32,
     encode_timings: EncodeTimings,
@@ -309,8 +487,10 @@ impl JobCtx<'_> {
     fn run_config(&self, cfg_name: &str, cfg: &TrainingConfig) -> Result<Row, JobError> {
         let (exp, job, task) = (self.exp, self.job, self.task);
         let device = self.ctx.opts.device;
-        let features: Vec<FeatureSpec> = self
+        let train = self
             .train
+            .ok_or_else(|| JobError::Other("an eval-only job has no training split".into()))?;
+        let features: Vec<FeatureSpec> = train
             .shapes()
             .into_iter()
             .map(|(name, shape)| FeatureSpec {
@@ -325,7 +505,7 @@ impl JobCtx<'_> {
             seed: job.seed,
         }))?;
         let label = format!("{}/{}-{cfg_name}: train", exp.name, self.job_name);
-        let outcome = train_and_eval(&head, cfg, job, self.train, self.test, device, &label)?;
+        let outcome = train_and_eval(&head, cfg, job, train, self.test, device, &label)?;
         let dir = results::result_dir(&self.ctx.opts.out, &exp.name, self.job_name, cfg_name);
         let io = |what: &str, e: std::io::Error| {
             JobError::Other(format!("cannot write {what} in {}: {e}", dir.display()))
@@ -337,17 +517,6 @@ impl JobCtx<'_> {
         let head_file = "head.safetensors";
         results::write_head(&dir.join(head_file), &state).map_err(|e| io(head_file, e))?;
         let head_sha256 = sha256_file(&dir.join(head_file))?;
-        let names: Vec<String> = task
-            .info
-            .metrics
-            .iter()
-            .map(|m| m.name.to_string())
-            .collect();
-        let by_name = |values: &[f64]| names.iter().cloned().zip(values.iter().copied()).collect();
-        let primary = names
-            .first()
-            .cloned()
-            .unwrap_or_else(|| "metric".to_string());
         let mut hyper = serde_json::json!({
             "optimizer": cfg.optimizer,
             "lr": cfg.lr,
@@ -364,6 +533,39 @@ impl JobCtx<'_> {
         if let Some(obj) = hyper.as_object_mut() {
             obj.retain(|_, v| !v.is_null());
         }
+        let head = HeadRef {
+            file: head_file.to_string(),
+            sha256: head_sha256,
+            evaluated: None,
+        };
+        self.write_record(cfg_name, hyper, &outcome, head)
+    }
+
+    /// Writes `results.json` for one config (last, so its presence means the result is complete).
+    fn write_record(
+        &self,
+        cfg_name: &str,
+        hyper: serde_json::Value,
+        outcome: &Outcome,
+        head: HeadRef,
+    ) -> Result<Row, JobError> {
+        let (exp, task) = (self.exp, self.task);
+        let device = self.ctx.opts.device;
+        let dir = results::result_dir(&self.ctx.opts.out, &exp.name, self.job_name, cfg_name);
+        let io = |what: &str, e: std::io::Error| {
+            JobError::Other(format!("cannot write {what} in {}: {e}", dir.display()))
+        };
+        let names: Vec<String> = task
+            .info
+            .metrics
+            .iter()
+            .map(|m| m.name.to_string())
+            .collect();
+        let by_name = |values: &[f64]| names.iter().cloned().zip(values.iter().copied()).collect();
+        let primary = names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "metric".to_string());
         let record = ResultRecord {
             schema: results::SCHEMA,
             experiment: exp.name.clone(),
@@ -403,7 +605,7 @@ impl JobCtx<'_> {
             train_accuracy: outcome.train_metrics.first().copied().unwrap_or(f64::NAN),
             epochs: outcome.epochs,
             final_lr: outcome.final_lr,
-            train_size: self.train.len(),
+            train_size: self.train.map(|t| t.len()).unwrap_or(0),
             test_size: self.test.len(),
             num_outputs: self.num_outputs,
             timings_s: Timings {
@@ -419,8 +621,9 @@ impl JobCtx<'_> {
                 plugin_api: PLUGIN_API_VERSION.to_string(),
                 libtorch: LIBTORCH_VERSION.to_string(),
             },
-            head_file: head_file.to_string(),
-            head_sha256,
+            head_file: head.file,
+            head_sha256: head.sha256,
+            evaluated_head: head.evaluated,
             finished_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
                 .to_string(),
         };

@@ -57,6 +57,9 @@ pub struct TaskInfo {
     pub frames: u32,
     /// Whether features can be computed once and cached (frozen encoder, no augmentation).
     pub encodable: bool,
+    /// For an eval-only task: the task type whose trained heads it evaluates on its test split
+    /// (`Imagenet` for `Imagenetv2`); empty for a task that trains its own heads.
+    pub evaluates_heads_of: RString,
 }
 
 /// How the host asks for one split of a data set.

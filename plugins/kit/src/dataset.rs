@@ -112,6 +112,7 @@ pub fn classification_info(
         required_outputs: vec![RString::from("embedding")].into(),
         frames,
         encodable: true,
+        evaluates_heads_of: RString::new(),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod dtd;
 pub mod eurosat;
 pub mod folder;
 pub mod imagenet;
+pub mod imagenetv2;
 pub mod pets;
 pub mod sun397;
 
@@ -28,6 +29,7 @@ pub fn tasks() -> Vec<TaskBox> {
     [
         TaskBox::from_value(caltech101::CalTech101, TD_Opaque),
         TaskBox::from_value(cifar100::Cifar100, TD_Opaque),
+        TaskBox::from_value(imagenetv2::Imagenetv2, TD_Opaque),
     ]
     .into_iter()
     .chain(

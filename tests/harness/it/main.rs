@@ -7,5 +7,6 @@ mod classification;
 mod counting;
 mod egomotion;
 mod end_to_end;
+mod eval_only;
 mod plugins;
 mod reference;

@@ -1,0 +1,96 @@
+//! Imagenetv2 evaluates the ImageNet heads trained earlier for the same encoder, without
+//! training; without such a head the error says which job to run first.
+use virb_tests::{read_json, weights, Env, IMAGE_SIZE};
+
+fn fixtures(env: &Env) {
+    for task in ["Imagenet", "Imagenetv2"] {
+        let out = env.host(&[
+            "fixtures",
+            task,
+            "data",
+            "--classes",
+            "4",
+            "--train-per-class",
+            "10",
+            "--test-per-class",
+            "6",
+            "--image-size",
+            &IMAGE_SIZE.to_string(),
+        ]);
+        assert!(out.ok(), "{task}: {}", out.stderr);
+    }
+    env.write(
+        "experiments.yaml",
+        &format!("probe: '{}'\n", weights().display()),
+    );
+}
+
+const IMAGENET_V2_JOB: &str = "Imagenetv2:\n  task: Imagenetv2\n  task_head_weights_path: \"out/%s/Imagenet*/model_head.pt\"\n  batch_size: 16\n  image_size: 64\n";
+
+#[test]
+fn imagenetv2_evaluates_the_imagenet_heads_of_the_same_experiment() {
+    let env = Env::new();
+    fixtures(&env);
+    // The eval-only job is listed first; it still runs after the training job.
+    env.write(
+        "virb.yaml",
+        &format!("{IMAGENET_V2_JOB}Imagenet:\n  task: Imagenet\n  training_configs:\n    adam-0.001: {{optimizer: adam, lr: 0.001}}\n    sgd-0.1: {{optimizer: sgd, lr: 0.1, momentum: 0.9}}\n  num_epochs: 20\n  batch_size: 8\n  image_size: {IMAGE_SIZE}\n"),
+    );
+    let out = env.run();
+    assert!(out.ok(), "{}\n{}", out.stdout, out.stderr);
+    for cfg in ["adam-0.001", "sgd-0.1"] {
+        let r = read_json(&env.path(&format!("out/probe/Imagenetv2-{cfg}/results.json")));
+        assert_eq!(r["task"]["name"], "Imagenetv2");
+        assert_eq!(r["epochs"], 0);
+        assert_eq!(r["train_size"], 0);
+        assert_eq!(r["test_size"], 24);
+        assert!(
+            r["evaluated_head"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("Imagenet-{cfg}")),
+            "{}",
+            r["evaluated_head"]
+        );
+        let source = read_json(&env.path(&format!("out/probe/Imagenet-{cfg}/results.json")));
+        assert_eq!(r["head_sha256"], source["head_sha256"]);
+        assert_eq!(r["hyperparameters"], source["hyperparameters"]);
+        let acc = r["test_metrics"]["top1_accuracy"].as_f64().unwrap();
+        assert!(
+            acc >= 0.9,
+            "{cfg}: Imagenetv2 accuracy {acc} with the Imagenet head (chance 0.25)"
+        );
+    }
+    // No head was written for the eval-only results.
+    assert!(!env
+        .path("out/probe/Imagenetv2-adam-0.001/head.safetensors")
+        .exists());
+}
+
+#[test]
+fn imagenetv2_without_an_imagenet_head_says_which_job_to_run() {
+    let env = Env::new();
+    fixtures(&env);
+    env.write("virb.yaml", IMAGENET_V2_JOB);
+    let out = env.run();
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("Imagenetv2: no trained Imagenet head for experiment `probe` in out/probe; run a job with `task: Imagenet` for this experiment first"),
+        "{}",
+        out.stderr
+    );
+    assert!(env.results().is_empty());
+    // Training configs on an eval-only task are a configuration error.
+    env.write(
+        "virb.yaml",
+        "Imagenetv2:\n  task: Imagenetv2\n  training_configs:\n    a: {optimizer: adam, lr: 0.1}\n",
+    );
+    let out = env.run();
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .contains("virb.yaml:3: job `Imagenetv2`: `training_configs`: the task is eval-only"),
+        "{}",
+        out.stderr
+    );
+}
