@@ -4,6 +4,7 @@
 mod action;
 mod bad_input;
 mod classification;
+mod configs;
 mod counting;
 mod egomotion;
 mod end_to_end;
