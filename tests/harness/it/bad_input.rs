@@ -57,10 +57,20 @@ fn unknown_task_lists_known_tasks() {
     let out = env.run();
     assert_eq!(out.code, 2);
     assert!(
-        out.stderr.contains("virb.yaml:2: job `Imagenet`: `task`: unknown task `Imagenett`; known tasks: CalTech-101"),
+        out.stderr.contains(
+            "virb.yaml:2: job `Imagenet`: `task`: unknown task `Imagenett`; known tasks: "
+        ),
         "{}",
         out.stderr
     );
+    for known in [
+        "CalTech-101",
+        "Imagenet,",
+        "CLEVRNumObjects",
+        "KineticsActionPrediction",
+    ] {
+        assert!(out.stderr.contains(known), "{known}: {}", out.stderr);
+    }
     assert!(!env.path("out").exists());
 }
 
