@@ -94,3 +94,47 @@ fn imagenetv2_without_an_imagenet_head_says_which_job_to_run() {
         out.stderr
     );
 }
+
+#[test]
+fn imagenetv2_with_shuffled_labels_scores_near_chance() {
+    let env = Env::new();
+    fixtures(&env);
+    env.write(
+        "virb.yaml",
+        &format!("Imagenet:\n  task: Imagenet\n  training_configs:\n    adam-0.001: {{optimizer: adam, lr: 0.001}}\n  num_epochs: 20\n  batch_size: 8\n  image_size: {IMAGE_SIZE}\n{IMAGENET_V2_JOB}"),
+    );
+    // Move every ImageNetV2 image into a class folder chosen at random.
+    let root = env.path("data/imagenetv2");
+    let mut files: Vec<_> = (0..4)
+        .flat_map(|c| {
+            std::fs::read_dir(root.join(c.to_string()))
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+        })
+        .collect();
+    files.sort();
+    let mut state: u64 = 17;
+    for (i, f) in files.iter().enumerate() {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let class = (state >> 33) % 4;
+        std::fs::rename(
+            f,
+            root.join(class.to_string())
+                .join(format!("shuffled_{i:03}.jpeg")),
+        )
+        .unwrap();
+    }
+    let out = env.run();
+    assert!(out.ok(), "{}\n{}", out.stdout, out.stderr);
+    let acc = read_json(&env.path("out/probe/Imagenetv2-adam-0.001/results.json"))["test_metrics"]
+        ["top1_accuracy"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        acc <= 0.55,
+        "Imagenetv2 accuracy {acc} with shuffled labels (chance 0.25)"
+    );
+}
