@@ -10,7 +10,9 @@ flag=()
 [ "$profile" = release ] && flag=(--release)
 # The project's own plugins: every cdylib under plugins/.
 plugins=(virb-encoder-resnet virb-task-classification virb-task-counting virb-task-egomotion virb-task-action)
-cargo build "${flag[@]}" -p virb-host $(printf -- '-p %s ' "${plugins[@]}")
+# The whole workspace in one invocation (the test fixture plugins are small): building subsets
+# separately unifies dependency features differently and rebuilds torch-sys's C++ each time.
+cargo build "${flag[@]}" --workspace
 target="${CARGO_TARGET_DIR:-$root/target}/$profile"
 mkdir -p "$target/plugins"
 for p in "${plugins[@]}"; do
