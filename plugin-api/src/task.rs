@@ -18,6 +18,14 @@ pub enum Split {
 }
 
 impl Split {
+    /// The other split (a task reads both to give them the same class list).
+    pub fn other(self) -> Split {
+        match self {
+            Split::Train => Split::Test,
+            Split::Test => Split::Train,
+        }
+    }
+
     /// `train` or `test`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -183,6 +191,16 @@ pub struct FixtureRequest {
     pub image_size: u32,
     /// Random seed.
     pub seed: u64,
+}
+
+impl FixtureRequest {
+    /// `(split, samples per class)` for the training and the test split.
+    pub fn per_split(&self) -> [(Split, u32); 2] {
+        [
+            (Split::Train, self.train_per_class),
+            (Split::Test, self.test_per_class),
+        ]
+    }
 }
 
 /// A task type.

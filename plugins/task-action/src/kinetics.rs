@@ -97,14 +97,7 @@ impl Task for KineticsActionPrediction {
         guard(|| {
             let root = Path::new(request.data_root.as_str());
             let this = read_annotations(root, request.split)?;
-            let other = read_annotations(
-                root,
-                if request.split == Split::Train {
-                    Split::Test
-                } else {
-                    Split::Train
-                },
-            )?;
+            let other = read_annotations(root, request.split.other())?;
             let classes: Vec<String> = this
                 .iter()
                 .chain(&other)
@@ -184,10 +177,7 @@ impl Task for KineticsActionPrediction {
             let classes = request.classes.clamp(2, FIXTURE_LABELS.len() as u32);
             let mut rng = draw::Rng::new(request.seed);
             let mut total = 0;
-            for (split, per_class) in [
-                (Split::Train, request.train_per_class),
-                (Split::Test, request.test_per_class),
-            ] {
+            for (split, per_class) in request.per_split() {
                 let mut annotations = serde_json::Map::new();
                 for i in 0..per_class * classes {
                     let class = i % classes;

@@ -109,10 +109,7 @@ impl Task for CalTech101 {
                 )));
             }
             let this = read_list(&dir, request.split)?;
-            let other_split = match request.split {
-                Split::Train => Split::Test,
-                Split::Test => Split::Train,
-            };
+            let other_split = request.split.other();
             let other = read_list(&dir, other_split)?;
             let classes: Vec<String> = this
                 .iter()

@@ -194,13 +194,7 @@ impl Task for Cifar100 {
             let root = Path::new(request.data_root.as_str());
             let path = split_file(root, request.split);
             let (pixels, labels) = read_split(&path)?;
-            let other = split_file(
-                root,
-                match request.split {
-                    Split::Train => Split::Test,
-                    Split::Test => Split::Train,
-                },
-            );
+            let other = split_file(root, request.split.other());
             let classes = class_names(root, &labels, &other)?;
             if let Some(bad) = labels.iter().find(|l| **l as usize >= classes.len()) {
                 return Err(PluginError::data(format!(
@@ -239,13 +233,7 @@ impl Task for Cifar100 {
                     .map_err(|e| PluginError::data(format!("cannot write {}: {e}", path.display())))
             };
             let mut total = [0usize; 2];
-            for (k, (split, per_class)) in [
-                (Split::Train, request.train_per_class),
-                (Split::Test, request.test_per_class),
-            ]
-            .into_iter()
-            .enumerate()
-            {
+            for (k, (split, per_class)) in request.per_split().into_iter().enumerate() {
                 let mut data = Vec::new();
                 let mut labels = Vec::new();
                 for i in 0..per_class * classes {

@@ -146,10 +146,7 @@ impl Task for FolderTask {
             let size = request.image_size.max(8);
             let ext = spec.extensions[0];
             let mut counts = [0u32; 2];
-            for (split, per_class, count) in [
-                (Split::Train, request.train_per_class, 0),
-                (Split::Test, request.test_per_class, 1),
-            ] {
+            for (count, (split, per_class)) in request.per_split().into_iter().enumerate() {
                 let dir = spec.split_dir(root, split);
                 for (class, name) in spec
                     .fixture_classes

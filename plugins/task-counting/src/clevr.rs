@@ -126,11 +126,7 @@ impl Task for ClevrTask {
             let root = Path::new(request.data_root.as_str());
             let label = |objs: &[[f64; 3]]| (spec.label)(objs);
             let this = read_scenes(spec.name, root, request.split)?;
-            let other_split = if request.split == Split::Train {
-                Split::Test
-            } else {
-                Split::Train
-            };
+            let other_split = request.split.other();
             let other = read_scenes(spec.name, root, other_split)?;
             let classes = integer_classes(this.iter().chain(&other).map(|(_, o)| label(o)));
             let items = this.into_iter().map(|(p, o)| (p, label(&o))).collect();
@@ -150,10 +146,7 @@ impl Task for ClevrTask {
             let size = request.image_size.max(16);
             let mut rng = draw::Rng::new(request.seed);
             let mut total = 0;
-            for (split, per_class) in [
-                (Split::Train, request.train_per_class),
-                (Split::Test, request.test_per_class),
-            ] {
+            for (split, per_class) in request.per_split() {
                 let mut scenes = Vec::new();
                 for i in 0..per_class * classes {
                     let class = i % classes;

@@ -87,14 +87,7 @@ impl Task for ThorNumSteps {
         guard(|| {
             let root = Path::new(request.data_root.as_str());
             let this = read_labels(root, request.split)?;
-            let other = read_labels(
-                root,
-                if request.split == Split::Train {
-                    Split::Test
-                } else {
-                    Split::Train
-                },
-            )?;
+            let other = read_labels(root, request.split.other())?;
             let classes = integer_classes(this.iter().chain(&other).map(|(_, l)| *l));
             let source = labels_path(root, request.split).display().to_string();
             ImageList::single(this, classes, request.image_size, source).boxed(NAME)
@@ -112,10 +105,7 @@ impl Task for ThorNumSteps {
             let size = request.image_size.max(16);
             let mut rng = draw::Rng::new(request.seed);
             let mut total = 0;
-            for (split, per_class) in [
-                (Split::Train, request.train_per_class),
-                (Split::Test, request.test_per_class),
-            ] {
+            for (split, per_class) in request.per_split() {
                 let mut lines = String::new();
                 for i in 0..per_class * classes {
                     let steps = i % classes;

@@ -81,14 +81,7 @@ impl Task for NuScenesActionPrediction {
         guard(|| {
             let root = Path::new(request.data_root.as_str());
             let this = read_split(root, request.split)?;
-            let other = read_split(
-                root,
-                if request.split == Split::Train {
-                    Split::Test
-                } else {
-                    Split::Train
-                },
-            )?;
+            let other = read_split(root, request.split.other())?;
             let classes: Vec<String> = this
                 .iter()
                 .chain(&other)
@@ -127,10 +120,7 @@ impl Task for NuScenesActionPrediction {
             let classes = request.classes.clamp(2, FIXTURE_LABELS.len() as u32);
             let mut rng = draw::Rng::new(request.seed);
             let mut total = 0;
-            for (split, per_class) in [
-                (Split::Train, request.train_per_class),
-                (Split::Test, request.test_per_class),
-            ] {
+            for (split, per_class) in request.per_split() {
                 let mut entries = Vec::new();
                 for i in 0..per_class * classes {
                     let class = i % classes;

@@ -129,10 +129,7 @@ impl Task for ThorActionPrediction {
             let mut rng = draw::Rng::new(request.seed);
             let actions = ACTIONS.len() as u32;
             let mut total = 0;
-            for (split, per_class) in [
-                (Split::Train, request.train_per_class),
-                (Split::Test, request.test_per_class),
-            ] {
+            for (split, per_class) in request.per_split() {
                 let mut lines = String::new();
                 for i in 0..per_class * actions {
                     let action = i % actions;
