@@ -1,0 +1,1 @@
+//! On-disk feature cache (work in progress).

@@ -1,0 +1,1 @@
+//! Reports of virb results (work in progress).
