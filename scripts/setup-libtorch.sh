@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Installs libtorch 2.11.0 (from the PyPI wheel `torch==2.11.0`) and the Python packages the tests
-# use as a reference (torchvision, Pillow, safetensors) into a venv cached outside the repository.
-# Re-running reuses the venv. Prints the venv path on stdout, logs on stderr.
+# use as a reference (torchvision, Pillow, safetensors, tensorboard) into a venv cached outside the
+# repository. Re-running reuses the venv. Prints the venv path on stdout, logs on stderr.
+#
+# The stamp's version is bumped whenever the package list grows: a venv stamped with an older
+# version is completed in place (pip skips the packages already installed, so only the new ones
+# are downloaded).
 #
 #   VIRB_CACHE_DIR  where the venv lives (default: ${XDG_CACHE_HOME:-$HOME/.cache}/virb)
 #   VIRB_PYTHON     the python used to create the venv (default: python3)
@@ -11,7 +15,7 @@ TORCH_VERSION=2.11.0
 TORCHVISION_VERSION=0.26.0
 cache="${VIRB_CACHE_DIR:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/virb}"
 venv="$cache/torch-$TORCH_VERSION-venv"
-stamp="$venv/.virb-complete-v1"
+stamp="$venv/.virb-complete-v2"
 python="${VIRB_PYTHON:-python3}"
 
 if [ -f "$stamp" ]; then
@@ -27,10 +31,11 @@ fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
 "$venv/bin/python" -m pip install --disable-pip-version-check --progress-bar off \
   "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" \
-  pillow numpy safetensors >&2
+  pillow numpy safetensors tensorboard >&2
 # Verify the install is usable before marking it complete.
 "$venv/bin/python" - >&2 <<'PY'
 import torch, torchvision, os
+from tensorboard.backend.event_processing import event_accumulator  # noqa: F401
 lib = os.path.join(os.path.dirname(torch.__file__), "lib")
 assert os.path.exists(os.path.join(lib, "libtorch_cpu.so")), lib
 print("torch", torch.__version__, "torchvision", torchvision.__version__, "lib", lib)

@@ -326,3 +326,25 @@ impl Default for Env {
 pub fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
 }
+
+/// Reads every TensorBoard event file under `dir` with TensorBoard's own reader
+/// (`scripts/py/read_tensorboard.py`, run by [`python()`]):
+/// `{ "<run folder relative to dir>": { "<tag>": [[step, value], ...] } }`, with non-finite values
+/// as the strings `"NaN"`, `"Infinity"`, `"-Infinity"`. Panics with the script's stderr if it
+/// fails.
+pub fn read_tensorboard(dir: &Path) -> serde_json::Value {
+    let script = root().join("scripts/py/read_tensorboard.py");
+    let out = Command::new(python())
+        .arg(&script)
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{} {} failed: {}",
+        script.display(),
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
