@@ -231,10 +231,26 @@ pub struct JobConfig {
     /// `Imagenetv2`) always evaluates the heads of the task it names, found in `--out`.
     #[serde(default)]
     pub task_head_weights_path: Option<String>,
-    /// Seed for head initialisation and batch order (default 0).
+    /// Seed for head initialisation and batch order (default 0). Repeat `r` uses `seed + r`.
     #[serde(default)]
     pub seed: u64,
+    /// Runs every training config with this many seeds (`seed`, `seed + 1`, ...) and reports the
+    /// mean and standard deviation (default 1).
+    #[serde(default = "default_repeats")]
+    pub repeats: u32,
+    /// Fraction of the training split held out for validation (seeded by `seed`, stratified by
+    /// class for classification), in (0, 0.5]. With it, results record validation metrics and
+    /// the best epoch, and the job's configs are compared on validation, never on test.
+    #[serde(default)]
+    pub validation_fraction: Option<f64>,
+    /// Trains the encoder's parameters together with the head (fine-tuning) instead of probing
+    /// frozen features. The encoder plugin must support it; features are not cached then.
+    #[serde(default)]
+    pub train_encoder: bool,
 }
+
+/// Most repeats a job may ask for.
+pub const MAX_REPEATS: u32 = 100;
 
 impl JobConfig {
     /// The evaluation batch size.
@@ -292,6 +308,18 @@ pub fn check_job_for_task(job: &JobConfig, eval_only: bool) -> Result<(), (Strin
                 "the task is eval-only (it evaluates heads trained by another job); remove training_configs".into(),
             ));
         }
+        for (key, set) in [
+            ("repeats", job.repeats != 1),
+            ("validation_fraction", job.validation_fraction.is_some()),
+            ("train_encoder", job.train_encoder),
+        ] {
+            if set {
+                return Err((
+                    key.into(),
+                    "does not apply to an eval-only task: it evaluates every seed's head of the job it names; remove the key".into(),
+                ));
+            }
+        }
         return Ok(());
     }
     if job.training_configs.is_empty() {
@@ -302,6 +330,12 @@ pub fn check_job_for_task(job: &JobConfig, eval_only: bool) -> Result<(), (Strin
     }
     if job.num_epochs == 0 {
         return Err(("num_epochs".into(), "must be at least 1".into()));
+    }
+    if job.train_encoder && job.validation_fraction.is_some() {
+        return Err((
+            "validation_fraction".into(),
+            "is not supported with `train_encoder: true` yet; remove one of them".into(),
+        ));
     }
     Ok(())
 }
@@ -331,6 +365,20 @@ fn validate(job: &JobConfig) -> Result<(), Invalid> {
             "num_dataset_repeats",
             "only 1 is supported: cached features are not augmented, so repeats would only duplicate samples",
         ));
+    }
+    if !(1..=MAX_REPEATS).contains(&job.repeats) {
+        return Err(bad(
+            "repeats",
+            format!("must be between 1 and {MAX_REPEATS}, got {}", job.repeats),
+        ));
+    }
+    if let Some(f) = job.validation_fraction {
+        if !(f.is_finite() && f > 0.0 && f <= 0.5) {
+            return Err(bad(
+                "validation_fraction",
+                format!("must be in (0, 0.5] (the share of the training split held out), got {f}"),
+            ));
+        }
     }
     for (name, cfg) in &job.training_configs {
         let key = |k: &str| format!("training_configs.{name}.{k}");

@@ -5,11 +5,13 @@
 mod config;
 mod error;
 mod features;
+mod finetune;
 mod libtorch;
 mod plugins;
 mod progress;
 mod results;
 mod runner;
+mod selection;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -58,6 +60,23 @@ enum Command {
         /// Image decoding threads (default: number of CPUs).
         #[arg(long = "decode-workers")]
         decode_workers: Option<usize>,
+        /// Rerun every config, even those whose results are complete (they are overwritten only
+        /// when the new result is written).
+        #[arg(long)]
+        force: bool,
+        /// Neither read nor write the on-disk feature cache.
+        #[arg(long = "no-cache")]
+        no_cache: bool,
+        /// Feature cache folder (default: $VIRB_FEATURE_CACHE, else ~/.cache/virb/features).
+        #[arg(long = "cache-dir", value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Minimum seconds between checkpoints of a training pass (0: after every epoch).
+        #[arg(
+            long = "checkpoint-every",
+            default_value_t = 60.0,
+            value_name = "SECONDS"
+        )]
+        checkpoint_every: f64,
     },
     /// List plugins found, and files rejected with the reason.
     Plugins,
@@ -173,6 +192,10 @@ fn main() -> ExitCode {
             device,
             threads,
             decode_workers,
+            force,
+            no_cache,
+            cache_dir,
+            checkpoint_every,
         } => {
             if let Some(n) = threads {
                 tch::set_num_threads(n.max(1));
@@ -181,9 +204,34 @@ fn main() -> ExitCode {
                 Ok(d) => d,
                 Err(e) => return fail(&e),
             };
+            let cache = if no_cache {
+                None
+            } else {
+                let dir = match cache_dir
+                    .map(Ok)
+                    .unwrap_or_else(virb_feature_cache::Cache::default_dir)
+                {
+                    Ok(d) => d,
+                    Err(e) => return fail(&e.to_string()),
+                };
+                match virb_feature_cache::Cache::open(dir) {
+                    Ok(c) => {
+                        // Temporary files of writers killed long ago.
+                        let _ = c.clean_stale_temps(std::time::Duration::from_secs(24 * 3600));
+                        Some(c)
+                    }
+                    Err(e) => return fail(&format!("{e} (or pass --no-cache)")),
+                }
+            };
+            if !(checkpoint_every.is_finite() && checkpoint_every >= 0.0) {
+                return fail("--checkpoint-every must be a number of seconds >= 0");
+            }
             let reg = plugins::Registry::load(dirs);
             warn_rejected(&reg);
             let opts = runner::RunOptions {
+                force,
+                cache,
+                checkpoint_every: std::time::Duration::from_secs_f64(checkpoint_every),
                 experiment_list,
                 virb_configs,
                 data_root,
@@ -204,6 +252,15 @@ fn main() -> ExitCode {
             match runner::run(&opts, &reg) {
                 Ok(summary) => {
                     println!("{}", results::table(&summary.rows));
+                    if summary.rows.iter().any(|r| r.selected) {
+                        println!("* selected config of its job (see <out>/<experiment>/<job>.selection.json)");
+                    }
+                    if let Some(cache) = &opts.cache {
+                        match cache.usage() {
+                            Ok(u) => eprintln!("feature cache: {u} in {}", cache.dir().display()),
+                            Err(e) => eprintln!("feature cache: {e}"),
+                        }
+                    }
                     if summary.failures > 0 {
                         eprintln!(
                             "{} of {} result(s) failed; see the errors above",

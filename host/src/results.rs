@@ -1,5 +1,5 @@
 //! `results.json` (schema `virb.results/1`), the head file, atomic writes and the final table.
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::{
     collections::BTreeMap,
     io::Write,
@@ -7,7 +7,7 @@ use std::{
 };
 
 /// Schema identifier written into every results file.
-pub const SCHEMA: &str = "virb.results/1";
+pub const SCHEMA: &str = "virb.results/2";
 
 /// A plugin and its version.
 #[derive(Debug, Clone, Serialize)]
@@ -45,17 +45,21 @@ pub struct TaskRecord {
 }
 
 /// Wall-clock seconds per phase.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Timings {
-    /// Decoding and preprocessing images (train + test; shared by all configs of the job).
+    /// Decoding and preprocessing images (train + test; shared by all configs of the job; 0
+    /// when the features came from the cache).
     pub decode: f64,
     /// Encoder forward passes (train + test; shared by all configs of the job).
     pub encode: f64,
-    /// Wall-clock time of decoding and encoding together (they overlap), train + test.
+    /// Wall-clock time of getting the features (decoding and encoding overlap, or reading the
+    /// cache), train + test.
     pub encode_wall: f64,
-    /// Training this config's head.
+    /// Whether the features came from the on-disk cache.
+    pub from_cache: bool,
+    /// This config's own training calls (forward, backward, update), summed over repeats.
     pub train: f64,
-    /// Evaluating it on the test split.
+    /// Evaluating on the test split, summed over repeats.
     pub eval: f64,
 }
 
@@ -70,44 +74,120 @@ pub struct Versions {
     pub libtorch: String,
 }
 
-/// One `results.json`: one (experiment, job, training config).
+/// The held-out validation split and what the heads scored on it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ValidationRecord {
+    /// Share of the training split held out.
+    pub fraction: f64,
+    /// Samples held out.
+    pub size: i64,
+    /// Whether the split was stratified by class.
+    pub stratified: bool,
+    /// Validation metrics after the last epoch (mean over repeats), by name.
+    pub metrics: BTreeMap<String, f64>,
+    /// Best validation metrics over the epochs (mean over repeats of each run's best), by name.
+    pub best_metrics: BTreeMap<String, f64>,
+}
+
+/// One seed's run of a config.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Seed (head initialisation and batch order).
+    pub seed: u64,
+    /// `ok` or `diverged`.
+    pub status: String,
+    /// Why it diverged.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+    /// Test metrics, by name.
+    pub test_metrics: BTreeMap<String, f64>,
+    /// Mean test loss.
+    pub test_loss: Option<f64>,
+    /// Training metrics of the last epoch, by name.
+    pub train_metrics: BTreeMap<String, f64>,
+    /// Mean training loss of the last epoch.
+    pub train_loss: Option<f64>,
+    /// Validation metrics after the last epoch, by name.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub val_metrics: Option<BTreeMap<String, f64>>,
+    /// 0-based epoch with the best validation headline metric.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub best_epoch: Option<u32>,
+    /// Validation metrics at the best epoch, by name.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub best_val_metrics: Option<BTreeMap<String, f64>>,
+    /// 0-based last epoch trained.
+    pub last_epoch: Option<u32>,
+    /// Optimiser steps taken.
+    pub steps: u64,
+    /// Learning rate of the last step.
+    pub final_lr: Option<f64>,
+    /// The head, relative to the result's folder (none when diverged).
+    pub head_file: Option<String>,
+    /// SHA-256 of the head file.
+    pub head_sha256: Option<String>,
+    /// Seconds in this head's training calls.
+    pub train_s: f64,
+    /// Seconds evaluating.
+    pub eval_s: f64,
+}
+
+/// One `results.json`: one (experiment, job, training config), over all its repeats.
 #[derive(Debug, Clone, Serialize)]
 pub struct ResultRecord {
     /// Always [`SCHEMA`].
     pub schema: &'static str,
+    /// `ok`, or `diverged` when a run's loss became NaN or infinite (see `error`).
+    pub status: String,
+    /// Why it diverged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     /// Experiment name.
     pub experiment: String,
     /// Job name (the virb config's key).
     pub job: String,
     /// Training config name.
     pub config: String,
+    /// Hash of everything that determines this result (settings, weights, task, plugins); a
+    /// rerun skips the result only when it matches.
+    pub config_hash: String,
     /// The task.
     pub task: TaskRecord,
     /// The encoder.
     pub encoder: EncoderRecord,
     /// Training hyperparameters, with defaults filled in.
     pub hyperparameters: serde_json::Value,
+    /// Whether the encoder was fine-tuned with the head.
+    pub train_encoder: bool,
     /// Name of the headline metric (the first of `test_metrics`).
     pub primary_metric: String,
     /// Whether larger is better for the headline metric.
     pub higher_is_better: bool,
-    /// Metrics over the whole test split, by name.
+    /// Number of seeds run.
+    pub repeats: u32,
+    /// Metrics over the whole test split, by name (mean over the repeats that finished).
     pub test_metrics: BTreeMap<String, f64>,
-    /// Metrics on the training batches of the last epoch, by name.
+    /// Sample standard deviation (n - 1) of the test metrics over repeats (repeats > 1 only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_metrics_std: Option<BTreeMap<String, f64>>,
+    /// Metrics on the training batches of the last epoch, by name (mean over repeats).
     pub train_metrics: BTreeMap<String, f64>,
-    /// Mean test loss.
-    pub test_loss: f64,
-    /// Mean training loss of the last epoch.
-    pub train_loss: f64,
+    /// Mean test loss (mean over repeats).
+    pub test_loss: Option<f64>,
+    /// Mean training loss of the last epoch (mean over repeats).
+    pub train_loss: Option<f64>,
     /// ViRB-compatible key: the headline test metric.
-    pub test_accuracy: f64,
+    pub test_accuracy: Option<f64>,
     /// ViRB-compatible key: the headline training metric.
-    pub train_accuracy: f64,
-    /// Epochs trained.
+    pub train_accuracy: Option<f64>,
+    /// The validation split, when the job holds one out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation: Option<ValidationRecord>,
+    /// Epochs per run.
     pub epochs: u32,
-    /// Learning rate of the last optimiser step.
-    pub final_lr: f64,
-    /// Training samples.
+    /// Each seed's run.
+    pub runs: Vec<RunRecord>,
+    /// Training samples (after holding out validation).
     pub train_size: i64,
     /// Test samples.
     pub test_size: i64,
@@ -119,15 +199,70 @@ pub struct ResultRecord {
     pub device: String,
     /// Versions.
     pub versions: Versions,
-    /// The saved head, relative to this file's folder.
-    pub head_file: String,
-    /// SHA-256 of the head file, binding this result to the head written with it.
-    pub head_sha256: String,
-    /// For an eval-only job (such as Imagenetv2): the result folder whose head was evaluated.
+    /// The first run's head, relative to this file's folder.
+    pub head_file: Option<String>,
+    /// SHA-256 of that head file.
+    pub head_sha256: Option<String>,
+    /// For an eval-only job (such as Imagenetv2): the result folder whose heads were evaluated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub evaluated_head: Option<String>,
     /// When the result was written (RFC 3339, UTC).
     pub finished_at: String,
+}
+
+/// Mean and sample standard deviation of each metric over runs (std only with 2+ values).
+pub fn mean_std(
+    values: &[&BTreeMap<String, f64>],
+) -> (BTreeMap<String, f64>, Option<BTreeMap<String, f64>>) {
+    let mut mean = BTreeMap::new();
+    let mut std = BTreeMap::new();
+    let Some(first) = values.first() else {
+        return (mean, None);
+    };
+    for name in first.keys() {
+        let xs: Vec<f64> = values.iter().filter_map(|m| m.get(name).copied()).collect();
+        let n = xs.len() as f64;
+        let mu = xs.iter().sum::<f64>() / n;
+        mean.insert(name.clone(), mu);
+        if xs.len() > 1 {
+            let var = xs.iter().map(|x| (x - mu).powi(2)).sum::<f64>() / (n - 1.0);
+            std.insert(name.clone(), var.sqrt());
+        }
+    }
+    let std = (values.len() > 1).then_some(std);
+    (mean, std)
+}
+
+/// SHA-256 of a file's content, hex.
+pub fn sha256_file(path: &Path) -> Result<String, crate::error::JobError> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let err = |e: std::io::Error| {
+        crate::error::JobError::Other(format!("cannot read {}: {e}", path.display()))
+    };
+    let mut file = std::fs::File::open(path).map_err(err)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(err)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 of a JSON value's canonical text (object keys sorted), hex.
+pub fn hash_json(value: &serde_json::Value) -> String {
+    use sha2::{Digest, Sha256};
+    // serde_json's default map is ordered by key, so `to_string` is canonical.
+    hex(&Sha256::digest(value.to_string().as_bytes()))
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, synced, renamed.
@@ -153,8 +288,8 @@ pub fn write_atomic(
     outcome
 }
 
-/// Writes a results file atomically.
-pub fn write_results(path: &Path, record: &ResultRecord) -> std::io::Result<()> {
+/// Writes a value as pretty JSON, atomically.
+pub fn write_json<T: Serialize>(path: &Path, record: &T) -> std::io::Result<()> {
     let text = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
     write_atomic(path, |tmp| {
         let mut f = std::fs::File::create(tmp)?;
@@ -194,6 +329,8 @@ pub struct Row {
     pub value: String,
     /// Where the result is, or the error.
     pub note: String,
+    /// Whether this config is the one selected for its job.
+    pub selected: bool,
 }
 
 /// Formats rows as an aligned text table.
@@ -205,7 +342,11 @@ pub fn table(rows: &[Row]) -> String {
             [
                 r.experiment.clone(),
                 r.job.clone(),
-                r.config.clone(),
+                if r.selected {
+                    format!("{} *", r.config)
+                } else {
+                    r.config.clone()
+                },
                 r.metric.clone(),
                 r.value.clone(),
                 r.note.clone(),

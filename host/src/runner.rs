@@ -1,24 +1,33 @@
-//! `virb-host run`: jobs = experiments x virb-config entries. Each experiment's encoder is loaded
-//! once; each job's train and test splits are encoded once and every training config of the job
-//! trains its own head on that one encoding. A failing job or config is reported and skipped; the
-//! others go on.
+//! `virb-host run`: jobs = experiments x virb-config entries.
+//!
+//! Per experiment the weights are hashed first and every (job, config) whose `results.json` is
+//! complete for the same settings is skipped, so re-running a command redoes only what is
+//! missing; the encoder is loaded only when something is left to do. Per job, the train and test
+//! splits are encoded once (or read from the verified on-disk feature cache); an optional
+//! validation split is carved from train; then, for each seed, every training config trains its
+//! own head in one pass over the features. Each seed's run is saved as soon as it finishes and a
+//! pass checkpoints between epochs, so a killed run loses at most the current epoch. A failing
+//! job or config is reported and skipped; the others go on.
 use crate::config::{self, ConfigError, Experiment, JobConfig, TrainingConfig};
 use crate::error::{plugin, JobError};
-use crate::features::{encode_split, EncodeRequest, EncodeTimings, FeatureStore, MemoryStore};
+use crate::features::{
+    encode_split, split_validation, EncodeRequest, EncodeTimings, FeatureStore, MemoryStore,
+};
 use crate::plugins::{EncoderEntry, Registry, TaskEntry};
 use crate::results::{
-    self, EncoderRecord, PluginRef, ResultRecord, Row, TaskRecord, Timings, Versions,
+    self, hash_json, mean_std, sha256_file, EncoderRecord, PluginRef, ResultRecord, Row, RunRecord,
+    TaskRecord, Timings, ValidationRecord, Versions,
 };
-use crate::train::{evaluate, train_and_eval, Outcome};
-use sha2::{Digest, Sha256};
+use crate::train::{self, checkpoint, CheckpointPolicy, Pass, RunOutcome, Stop, Trainee};
 use std::{
-    io::Read,
+    collections::BTreeMap,
     path::{Path, PathBuf},
+    time::Duration,
 };
 use tch::Device;
 use virb_plugin_api::{
-    device_name, DatasetRequest, EncoderBox, EncoderRequest, FeatureSpec, HeadRequest, Split,
-    LIBTORCH_VERSION, PLUGIN_API_VERSION,
+    device_name, DatasetBox, DatasetRequest, EncoderBox, EncoderRequest, FeatureSpec, HeadRequest,
+    Split, LIBTORCH_VERSION, PLUGIN_API_VERSION,
 };
 
 /// Options of one run.
@@ -35,6 +44,12 @@ pub struct RunOptions {
     pub device: Device,
     /// Image decoding threads.
     pub decode_workers: usize,
+    /// Rerun every config even when its result is complete.
+    pub force: bool,
+    /// The on-disk feature cache (None: `--no-cache`).
+    pub cache: Option<virb_feature_cache::Cache>,
+    /// Minimum time between checkpoints of a training pass.
+    pub checkpoint_every: Duration,
 }
 
 /// How a run ended.
@@ -62,10 +77,25 @@ struct Ctx<'a> {
     pool: rayon::ThreadPool,
 }
 
-struct LoadedEncoder<'a> {
+/// An experiment: its encoder entry, weights hash and (once needed) the loaded encoder.
+struct ExpCtx<'a> {
+    exp: &'a Experiment,
     entry: &'a EncoderEntry,
-    encoder: EncoderBox,
-    sha256: String,
+    weights_sha256: String,
+    encoder: Option<Result<EncoderBox, String>>,
+}
+
+impl ExpCtx<'_> {
+    fn encoder(&mut self, ctx: &Ctx<'_>) -> Result<&EncoderBox, JobError> {
+        if self.encoder.is_none() {
+            self.encoder = Some(load_encoder(ctx, self.exp, self.entry).map_err(|e| e.to_string()));
+        }
+        match &self.encoder {
+            Some(Ok(e)) => Ok(e),
+            Some(Err(e)) => Err(JobError::Other(e.clone())),
+            None => Err(JobError::Other("encoder not loaded".into())),
+        }
+    }
 }
 
 /// Runs every job; returns the table rows, or an error when the configuration is invalid.
@@ -76,11 +106,7 @@ pub fn run(opts: &RunOptions, registry: &Registry) -> Result<RunSummary, SetupEr
     let config_text = std::fs::read_to_string(&virb.path).unwrap_or_default();
     for (name, job) in &virb.jobs {
         let entry = registry.task(&job.task).map_err(|e| {
-            let text = std::fs::read_to_string(&virb.path).unwrap_or_default();
-            let line = text
-                .lines()
-                .position(|l| l.trim_start().starts_with("task:") && l.contains(job.task.as_str()))
-                .map(|i| i + 1);
+            let line = config::locate(&config_text, name, Some("task"));
             ConfigError {
                 file: virb.path.clone(),
                 line,
@@ -121,10 +147,20 @@ pub fn run(opts: &RunOptions, registry: &Registry) -> Result<RunSummary, SetupEr
     };
     let mut rows = Vec::new();
     for exp in &experiments {
-        match load_encoder(&ctx, exp) {
-            Ok(enc) => {
+        let prepared = registry
+            .encoder(&exp.encoder)
+            .map_err(JobError::Other)
+            .and_then(|entry| Ok((entry, sha256_file(&exp.weights)?)));
+        match prepared {
+            Ok((entry, weights_sha256)) => {
+                let mut ec = ExpCtx {
+                    exp,
+                    entry,
+                    weights_sha256,
+                    encoder: None,
+                };
                 for &(job_name, job) in &jobs {
-                    match run_job(&ctx, exp, &enc, job_name, job) {
+                    match run_job(&ctx, &mut ec, job_name, job) {
                         Ok(job_rows) => rows.extend(job_rows),
                         Err(e) => rows.extend(failed_rows(exp, job_name, job, &e.to_string())),
                     }
@@ -163,76 +199,194 @@ fn failed_row(exp: &Experiment, job_name: &str, cfg: &str, error: &str) -> Row {
         metric: "FAILED".to_string(),
         value: "-".to_string(),
         note: error.lines().next().unwrap_or_default().to_string(),
+        selected: false,
     }
 }
 
-fn sha256_file(path: &Path) -> Result<String, JobError> {
-    let mut file = std::fs::File::open(path)
-        .map_err(|e| JobError::Other(format!("cannot read {}: {e}", path.display())))?;
-
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file
-            .read(&mut buf)
-            .map_err(|e| JobError::Other(format!("cannot read {}: {e}", path.display())))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
-}
-
-fn load_encoder<'a>(ctx: &Ctx<'a>, exp: &Experiment) -> Result<LoadedEncoder<'a>, JobError> {
-    let entry = ctx
-        .registry
-        .encoder(&exp.encoder)
-        .map_err(JobError::Other)?;
+fn load_encoder(
+    ctx: &Ctx<'_>,
+    exp: &Experiment,
+    entry: &EncoderEntry,
+) -> Result<EncoderBox, JobError> {
     eprintln!(
         "loading encoder `{}` for experiment `{}` from {}",
         exp.encoder,
         exp.name,
         exp.weights.display()
     );
-    let encoder = plugin(entry.factory.load(EncoderRequest {
+    plugin(entry.factory.load(EncoderRequest {
         weights: exp.weights.to_string_lossy().as_ref().into(),
         device: device_name(ctx.opts.device).into(),
         options_json: exp.options.to_string().into(),
-    }))?;
-    let sha256 = sha256_file(&exp.weights)?;
-    Ok(LoadedEncoder {
-        entry,
-        encoder,
-        sha256,
+    }))
+}
+
+/// What a job's results depend on besides the training config: hashed into every result so
+/// that a rerun with other settings, weights, data or plugins is not mistaken for complete.
+fn job_identity(
+    ctx: &Ctx<'_>,
+    ec: &ExpCtx<'_>,
+    task: &TaskEntry,
+    job: &JobConfig,
+) -> serde_json::Value {
+    serde_json::json!({
+        "encoder": ec.exp.encoder,
+        "encoder_options": ec.exp.options,
+        "encoder_plugin": [ec.entry.plugin.name, ec.entry.plugin.version],
+        "weights_sha256": ec.weights_sha256,
+        "task": job.task,
+        "task_plugin": [task.plugin.name, task.plugin.version],
+        "data_root": ctx.opts.data_root.display().to_string(),
+        "num_epochs": job.num_epochs,
+        "batch_size": job.batch_size,
+        "test_batch_size": job.eval_batch_size(),
+        "image_size": job.image_size,
+        "validation_fraction": job.validation_fraction,
+        "train_encoder": job.train_encoder,
     })
+}
+
+/// The hash of one seed's run of a config.
+fn run_hash(identity: &serde_json::Value, cfg: &TrainingConfig, seed: u64) -> String {
+    hash_json(&serde_json::json!({"job": identity, "config": cfg, "seed": seed}))
+}
+
+/// The hash of a config's result over all its repeats.
+fn config_hash(identity: &serde_json::Value, cfg: &TrainingConfig, job: &JobConfig) -> String {
+    hash_json(&serde_json::json!({
+        "job": identity, "config": cfg, "seed": job.seed, "repeats": job.repeats,
+    }))
+}
+
+/// The row of a complete result in `dir` written for `hash`, if there is one.
+fn complete_row(dir: &Path, hash: &str) -> Option<Row> {
+    let text = std::fs::read_to_string(dir.join("results.json")).ok()?;
+    let r: serde_json::Value = serde_json::from_str(&text).ok()?;
+    if r["schema"] != results::SCHEMA || r["config_hash"] != hash {
+        return None;
+    }
+    Some(row_of(&r, &dir.join("results.json"), "done earlier: "))
+}
+
+fn row_of(r: &serde_json::Value, path: &Path, prefix: &str) -> Row {
+    let primary = r["primary_metric"].as_str().unwrap_or("metric").to_string();
+    let value = match (r["status"].as_str(), r["test_metrics"][&primary].as_f64()) {
+        (Some("diverged"), _) => "diverged".to_string(),
+        (_, Some(v)) => match r["test_metrics_std"][&primary].as_f64() {
+            Some(sd) => format!("{v:.4} ± {sd:.4}"),
+            None => format!("{v:.4}"),
+        },
+        _ => "-".to_string(),
+    };
+    Row {
+        experiment: r["experiment"].as_str().unwrap_or_default().to_string(),
+        job: r["job"].as_str().unwrap_or_default().to_string(),
+        config: r["config"].as_str().unwrap_or_default().to_string(),
+        metric: primary,
+        value,
+        note: format!("{prefix}{}", path.display()),
+        selected: false,
+    }
+}
+
+fn open_split(
+    ctx: &Ctx<'_>,
+    task: &TaskEntry,
+    job: &JobConfig,
+    split: Split,
+) -> Result<DatasetBox, JobError> {
+    plugin(task.task.open(DatasetRequest {
+        data_root: ctx.opts.data_root.to_string_lossy().as_ref().into(),
+        split,
+        image_size: job.image_size,
+        options_json: "{}".into(),
+    }))
+}
+
+/// Features of one split: from the verified on-disk cache when it has them, else encoded (and
+/// then cached).
+#[allow(clippy::too_many_arguments)]
+fn split_features(
+    ctx: &Ctx<'_>,
+    ec: &mut ExpCtx<'_>,
+    task: &TaskEntry,
+    job: &JobConfig,
+    job_name: &str,
+    split: Split,
+    ds: &DatasetBox,
+) -> Result<(MemoryStore, EncodeTimings), JobError> {
+    let meta = plugin(ds.meta())?;
+    let outputs: Vec<String> = task
+        .info
+        .required_outputs
+        .iter()
+        .map(|o| o.to_string())
+        .collect();
+    let key = crate::features::cache_key(
+        ec.exp,
+        ec.entry,
+        &ec.weights_sha256,
+        task,
+        split,
+        job,
+        &outputs,
+        &meta,
+    );
+    if let Some(cache) = &ctx.opts.cache {
+        if let Some(hit) = crate::features::load_cached(cache, &key, ctx.opts.device)? {
+            return Ok(hit);
+        }
+    }
+    let label = format!("{}/{job_name}: encode {}", ec.exp.name, split.as_str());
+    let encoder = ec.encoder(ctx)?;
+    let (store, timings) = encode_split(
+        ds,
+        &EncodeRequest {
+            encoder,
+            outputs: task.info.required_outputs.as_slice(),
+            frames: task.info.frames.max(1),
+            batch_size: job.eval_batch_size() as usize,
+            pool: &ctx.pool,
+            store_device: ctx.opts.device,
+            label,
+        },
+    )?;
+    if let Some(cache) = &ctx.opts.cache {
+        crate::features::store_cached(cache, &key, &store);
+    }
+    Ok((store, timings))
 }
 
 fn run_job(
     ctx: &Ctx<'_>,
-    exp: &Experiment,
-    enc: &LoadedEncoder<'_>,
+    ec: &mut ExpCtx<'_>,
     job_name: &str,
     job: &JobConfig,
 ) -> Result<Vec<Row>, JobError> {
     let task = ctx.registry.task(&job.task).map_err(JobError::Other)?;
     if !task.info.evaluates_heads_of.is_empty() {
-        return run_eval_job(ctx, exp, enc, job_name, job, task);
+        return run_eval_job(ctx, ec, job_name, job, task);
     }
-    let open = |split| {
-        plugin(task.task.open(DatasetRequest {
-            data_root: ctx.opts.data_root.to_string_lossy().as_ref().into(),
-            split,
-            image_size: job.image_size,
-            options_json: "{}".into(),
-        }))
-    };
-    let train_ds = open(Split::Train)?;
-    let test_ds = open(Split::Test)?;
+    let exp = ec.exp;
+    let identity = job_identity(ctx, ec, task, job);
+    let mut rows = Vec::new();
+    let mut todo: Vec<(&String, &TrainingConfig)> = Vec::new();
+    for (cfg_name, cfg) in &job.training_configs {
+        let dir = results::result_dir(&ctx.opts.out, &exp.name, job_name, cfg_name);
+        match complete_row(&dir, &config_hash(&identity, cfg, job)) {
+            Some(row) if !ctx.opts.force => rows.push(row),
+            _ => todo.push((cfg_name, cfg)),
+        }
+    }
+    if todo.is_empty() {
+        eprintln!(
+            "{}/{job_name}: every config is complete; skipped (--force reruns)",
+            exp.name
+        );
+        return Ok(finish_job(ctx, exp, job_name, job, rows));
+    }
+    let train_ds = open_split(ctx, task, job, Split::Train)?;
+    let test_ds = open_split(ctx, task, job, Split::Test)?;
     let (train_meta, test_meta) = (plugin(train_ds.meta())?, plugin(test_ds.meta())?);
     if train_meta.class_names != test_meta.class_names
         || train_meta.num_outputs != test_meta.num_outputs
@@ -252,7 +406,7 @@ fn run_job(
             only(&test_meta.class_names, &train_meta.class_names)
         )));
     }
-    let provided: Vec<String> = enc
+    let provided: Vec<String> = ec
         .entry
         .info
         .outputs
@@ -264,65 +418,636 @@ fn run_job(
             return Err(JobError::Other(format!(
                 "task {} needs encoder output `{wanted}`, which {} does not provide ({})",
                 job.task,
-                enc.entry.info.name,
+                ec.entry.info.name,
                 provided.join(", ")
             )));
         }
     }
-    let request = |split: &str| EncodeRequest {
-        encoder: &enc.encoder,
-        outputs: task.info.required_outputs.as_slice(),
-        frames: task.info.frames.max(1),
-        batch_size: job.eval_batch_size() as usize,
-        pool: &ctx.pool,
-        store_device: ctx.opts.device,
-        label: format!("{}/{job_name}: encode {split}", exp.name),
-    };
-    let (train, t_train) = encode_split(&train_ds, &request("train"))?;
-    let (test, t_test) = encode_split(&test_ds, &request("test"))?;
+    if job.train_encoder {
+        let names = metric_names(task);
+        let ft = crate::finetune::FineTune {
+            opts: ctx.opts,
+            pool: &ctx.pool,
+            exp: ec.exp,
+            entry: ec.entry,
+            task,
+            job_name,
+            job,
+            train: &train_ds,
+            test: &test_ds,
+            num_outputs: train_meta.num_outputs,
+            metric_names: &names,
+            higher_is_better: higher_is_better(task),
+        };
+        let out = crate::finetune::run(&ft, &todo, &|cfg, seed| run_hash(&identity, cfg, seed))?;
+        return Ok(write_job_results(
+            ctx, ec, task, &identity, job_name, job, &todo, out, rows,
+        ));
+    }
+    let (train_full, t_train) =
+        split_features(ctx, ec, task, job, job_name, Split::Train, &train_ds)?;
+    let (test, t_test) = split_features(ctx, ec, task, job, job_name, Split::Test, &test_ds)?;
     let encode_timings = EncodeTimings {
         decode_s: t_train.decode_s + t_test.decode_s,
         encode_s: t_train.encode_s + t_test.encode_s,
         wall_s: t_train.wall_s + t_test.wall_s,
+        from_cache: t_train.from_cache && t_test.from_cache,
     };
-    let job_ctx = JobCtx {
-        ctx,
-        exp,
-        enc,
-        task,
-        job_name,
-        job,
-        train: Some(&train),
-        test: &test,
+    let split = match job.validation_fraction {
+        Some(fraction) => Some(split_validation(
+            &train_full,
+            fraction,
+            job.seed,
+            !train_meta.class_names.is_empty(),
+        )?),
+        None => None,
+    };
+    let (train, val): (&MemoryStore, Option<&MemoryStore>) = match &split {
+        Some(s) => (&s.train, Some(&s.val)),
+        None => (&train_full, None),
+    };
+    let out = TrainedJob {
+        outcomes: train_frozen(
+            ctx,
+            exp,
+            task,
+            &identity,
+            job_name,
+            job,
+            &todo,
+            train,
+            val,
+            &test,
+            train_meta.num_outputs,
+        )?,
+        train_size: train.len(),
+        test_size: test.len(),
+        validation: split
+            .as_ref()
+            .map(|s| (s.fraction, s.val.len(), s.stratified)),
         num_outputs: train_meta.num_outputs,
-        encode_timings,
+        timings: encode_timings,
     };
-    let mut rows = Vec::new();
-    for (cfg_name, cfg) in &job.training_configs {
-        match job_ctx.run_config(cfg_name, cfg) {
-            Ok(row) => rows.push(row),
-            Err(e) => {
-                eprintln!(
-                    "error: experiment `{}`, job `{job_name}`, config `{cfg_name}`: {e}",
-                    exp.name
-                );
-                rows.push(failed_row(exp, job_name, cfg_name, &e.to_string()));
+    Ok(write_job_results(
+        ctx, ec, task, &identity, job_name, job, &todo, out, rows,
+    ))
+}
+
+/// What training a job's pending configs produced.
+pub struct TrainedJob {
+    /// Per config: its seeds' outcomes (from this run or saved by an earlier one), or an error.
+    pub outcomes: BTreeMap<String, Result<Vec<RunRecord>, String>>,
+    /// Training samples.
+    pub train_size: i64,
+    /// Test samples.
+    pub test_size: i64,
+    /// `(fraction, size, stratified)` of the validation split.
+    pub validation: Option<(f64, i64, bool)>,
+    /// Head outputs.
+    pub num_outputs: u32,
+    /// Getting the features.
+    pub timings: EncodeTimings,
+}
+
+/// Folder of one seed's run of a config.
+pub fn seed_dir(cfg_dir: &Path, seed: u64) -> PathBuf {
+    cfg_dir.join(format!("seed-{seed}"))
+}
+
+/// A seed's run saved by an earlier (possibly killed) run with the same settings.
+pub fn saved_run(seed_dir: &Path, hash: &str) -> Option<RunRecord> {
+    let text = std::fs::read_to_string(seed_dir.join("run.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    if v["run_hash"] != hash {
+        return None;
+    }
+    let record: RunRecord = serde_json::from_value(v["run"].clone()).ok()?;
+    // The head must still be the one the record was written with.
+    if let (Some(file), Some(sha)) = (&record.head_file, &record.head_sha256) {
+        let path = seed_dir.parent()?.join(file);
+        if sha256_file(&path).ok()? != *sha {
+            return None;
+        }
+    }
+    Some(record)
+}
+
+/// Saves one seed's run: the head first, then `run.json` naming it (atomically, last).
+pub fn save_run(
+    cfg_dir: &Path,
+    hash: &str,
+    mut record: RunRecord,
+    head: Option<Vec<(String, tch::Tensor)>>,
+) -> Result<RunRecord, JobError> {
+    let dir = seed_dir(cfg_dir, record.seed);
+    let io = |what: &str, e: std::io::Error| {
+        JobError::Other(format!("cannot write {what} in {}: {e}", dir.display()))
+    };
+    if let Some(state) = head {
+        let path = dir.join("head.safetensors");
+        results::write_head(&path, &state).map_err(|e| io("head.safetensors", e))?;
+        record.head_file = Some(format!("seed-{}/head.safetensors", record.seed));
+        record.head_sha256 = Some(sha256_file(&path)?);
+    }
+    let doc = serde_json::json!({"run_hash": hash, "run": record});
+    results::write_json(&dir.join("run.json"), &doc).map_err(|e| io("run.json", e))?;
+    Ok(record)
+}
+
+/// Converts a finished trainee's outcome to a run record (metrics by name).
+pub fn run_record(outcome: &RunOutcome, names: &[String]) -> RunRecord {
+    let by_name = |values: &[f64]| -> BTreeMap<String, f64> {
+        names.iter().cloned().zip(values.iter().copied()).collect()
+    };
+    let last = outcome.last();
+    let best = outcome
+        .best_epoch
+        .and_then(|e| outcome.history.iter().find(|h| h.epoch == e));
+    let (status, error) = match &outcome.stop {
+        Some(Stop::Diverged { reason }) => ("diverged", Some(reason.clone())),
+        Some(Stop::Failed { reason }) => ("failed", Some(reason.clone())),
+        None => ("ok", None),
+    };
+    RunRecord {
+        seed: outcome.seed,
+        status: status.to_string(),
+        error,
+        test_metrics: by_name(&outcome.test_metrics),
+        test_loss: outcome.test_loss,
+        train_metrics: last.map(|l| by_name(&l.train_metrics)).unwrap_or_default(),
+        train_loss: last.map(|l| l.train_loss),
+        val_metrics: last.and_then(|l| l.val_metrics.as_deref().map(by_name)),
+        best_epoch: outcome.best_epoch,
+        best_val_metrics: best.and_then(|b| b.val_metrics.as_deref().map(by_name)),
+        last_epoch: last.map(|l| l.epoch),
+        steps: outcome.steps,
+        final_lr: last.map(|l| l.lr),
+        head_file: None,
+        head_sha256: None,
+        train_s: outcome.train_s,
+        eval_s: outcome.eval_s,
+    }
+}
+
+fn metric_names(task: &TaskEntry) -> Vec<String> {
+    task.info
+        .metrics
+        .iter()
+        .map(|m| m.name.to_string())
+        .collect()
+}
+
+fn higher_is_better(task: &TaskEntry) -> bool {
+    task.info
+        .metrics
+        .first()
+        .map(|m| m.higher_is_better)
+        .unwrap_or(true)
+}
+
+/// Trains the pending configs on frozen features: per seed, one pass trains every config that
+/// has no saved run for that seed.
+#[allow(clippy::too_many_arguments)]
+fn train_frozen(
+    ctx: &Ctx<'_>,
+    exp: &Experiment,
+    task: &TaskEntry,
+    identity: &serde_json::Value,
+    job_name: &str,
+    job: &JobConfig,
+    todo: &[(&String, &TrainingConfig)],
+    train: &MemoryStore,
+    val: Option<&MemoryStore>,
+    test: &MemoryStore,
+    num_outputs: u32,
+) -> Result<BTreeMap<String, Result<Vec<RunRecord>, String>>, JobError> {
+    let device = ctx.opts.device;
+    let names = metric_names(task);
+    let features: Vec<FeatureSpec> = train
+        .shapes()
+        .into_iter()
+        .map(|(name, shape)| FeatureSpec {
+            name: name.as_str().into(),
+            shape: shape.into(),
+        })
+        .collect();
+    let bs = job.batch_size as i64;
+    let steps_per_epoch = ((train.len() + bs - 1) / bs) as u64;
+    let mut outcomes: BTreeMap<String, Result<Vec<RunRecord>, String>> = todo
+        .iter()
+        .map(|(n, _)| ((*n).clone(), Ok(Vec::new())))
+        .collect();
+    for r in 0..job.repeats {
+        let seed = job.seed.wrapping_add(r as u64);
+        let mut trainees = Vec::new();
+        let mut hashes = Vec::new();
+        for &(cfg_name, cfg) in todo {
+            if !matches!(outcomes.get(cfg_name), Some(Ok(_))) {
+                continue;
+            }
+            let cfg_dir = results::result_dir(&ctx.opts.out, &exp.name, job_name, cfg_name);
+            let hash = run_hash(identity, cfg, seed);
+            if !ctx.opts.force {
+                if let Some(saved) = saved_run(&seed_dir(&cfg_dir, seed), &hash) {
+                    if let Some(Ok(runs)) = outcomes.get_mut(cfg_name) {
+                        runs.push(saved);
+                    }
+                    continue;
+                }
+            }
+            let head = plugin(task.task.build_head(HeadRequest {
+                features: features.clone().into(),
+                num_outputs: num_outputs.max(1),
+                device: device_name(device).into(),
+                seed,
+            }))
+            .and_then(|head| {
+                Trainee::new(
+                    cfg_name,
+                    seed,
+                    head,
+                    cfg,
+                    job.num_epochs,
+                    steps_per_epoch,
+                    Vec::new(),
+                )
+            });
+            match head {
+                Ok(t) => {
+                    trainees.push((t, cfg_dir, hash.clone()));
+                    hashes.push(hash);
+                }
+                Err(e) => {
+                    eprintln!(
+                        "error: experiment `{}`, job `{job_name}`, config `{cfg_name}`: {e}",
+                        exp.name
+                    );
+                    outcomes.insert(cfg_name.clone(), Err(e.to_string()));
+                }
+            }
+        }
+        if trainees.is_empty() {
+            continue;
+        }
+        let policy = CheckpointPolicy {
+            dir: ctx
+                .opts
+                .out
+                .join(&exp.name)
+                .join(".checkpoints")
+                .join(format!("{job_name}-seed-{seed}")),
+            interval: ctx.opts.checkpoint_every,
+            key: hash_json(&serde_json::json!(hashes)),
+        };
+        let resuming = policy.dir.join("state.json").exists();
+        for (t, cfg_dir, _) in trainees.iter_mut() {
+            let dir = seed_dir(cfg_dir, seed);
+            if !resuming {
+                remove_event_files(&dir);
+            }
+            if let Err(e) = t.log_to(&dir) {
+                eprintln!("warning: {e}");
+            }
+        }
+        let (mut list, meta): (Vec<Trainee>, Vec<(PathBuf, String)>) =
+            trainees.into_iter().map(|(t, d, h)| (t, (d, h))).unzip();
+        let label = if job.repeats > 1 {
+            format!("{}/{job_name}: train seed {seed}", exp.name)
+        } else {
+            format!("{}/{job_name}: train", exp.name)
+        };
+        train::train_pass(
+            &mut list,
+            train,
+            &Pass {
+                job,
+                seed,
+                device,
+                label,
+                val: val.map(|v| v as &dyn FeatureStore),
+                metric_names: &names,
+                checkpoint: Some(policy),
+            },
+        )?;
+        let policy_dir = ctx
+            .opts
+            .out
+            .join(&exp.name)
+            .join(".checkpoints")
+            .join(format!("{job_name}-seed-{seed}"));
+        for (t, (cfg_dir, hash)) in list.into_iter().zip(meta) {
+            let cfg_name = t.config.clone();
+            let (outcome, head) = t.finish(
+                test,
+                job.eval_batch_size() as i64,
+                device,
+                &names,
+                higher_is_better(task),
+            );
+            let saved = (|| -> Result<RunRecord, JobError> {
+                if let Some(Stop::Failed { reason }) = &outcome.stop {
+                    return Err(JobError::Other(reason.clone()));
+                }
+                let state = match outcome.stop {
+                    None => Some(
+                        plugin(head.state())?
+                            .into_iter()
+                            .map(|nt| (nt.name.to_string(), nt.tensor.into_tch()))
+                            .collect(),
+                    ),
+                    Some(_) => None,
+                };
+                save_run(&cfg_dir, &hash, run_record(&outcome, &names), state)
+            })();
+            match saved {
+                Ok(record) => {
+                    if let Some(Ok(runs)) = outcomes.get_mut(&cfg_name) {
+                        runs.push(record);
+                    }
+                }
+                Err(e) => {
+                    eprintln!(
+                        "error: experiment `{}`, job `{job_name}`, config `{cfg_name}`: {e}",
+                        exp.name
+                    );
+                    outcomes.insert(cfg_name, Err(e.to_string()));
+                }
+            }
+        }
+        checkpoint::remove(&CheckpointPolicy {
+            dir: policy_dir,
+            interval: Duration::ZERO,
+            key: String::new(),
+        });
+    }
+    Ok(outcomes)
+}
+
+/// Removes TensorBoard event files left by an earlier run that is being redone from scratch.
+pub fn remove_event_files(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with("events.out.tfevents.")
+            {
+                let _ = std::fs::remove_file(e.path());
             }
         }
     }
-    Ok(rows)
 }
 
-/// Evaluates, on the eval-only task's test split, every head that the task it names trained for
-/// this experiment (found in `--out`), without training.
-fn run_eval_job(
+/// Writes `results.json` for every pending config from its runs, then the job's selection.
+#[allow(clippy::too_many_arguments)]
+fn write_job_results(
+    ctx: &Ctx<'_>,
+    ec: &ExpCtx<'_>,
+    task: &TaskEntry,
+    identity: &serde_json::Value,
+    job_name: &str,
+    job: &JobConfig,
+    todo: &[(&String, &TrainingConfig)],
+    trained: TrainedJob,
+    mut rows: Vec<Row>,
+) -> Vec<Row> {
+    let exp = ec.exp;
+    for &(cfg_name, cfg) in todo {
+        let runs = match trained.outcomes.get(cfg_name) {
+            Some(Ok(runs)) => runs.clone(),
+            Some(Err(e)) => {
+                rows.push(failed_row(exp, job_name, cfg_name, e));
+                continue;
+            }
+            None => continue,
+        };
+        let hyper = hyperparameters(cfg, job);
+        let written = write_record(
+            ctx,
+            ec,
+            task,
+            RecordParts {
+                job_name,
+                cfg_name,
+                config_hash: config_hash(identity, cfg, job),
+                hyper,
+                train_encoder: job.train_encoder,
+                epochs: job.num_epochs,
+                runs,
+                train_size: trained.train_size,
+                test_size: trained.test_size,
+                validation: trained.validation,
+                num_outputs: trained.num_outputs,
+                timings: trained.timings,
+                evaluated_head: None,
+            },
+        );
+        match written {
+            Ok(row) => rows.push(row),
+            Err(e) => rows.push(failed_row(exp, job_name, cfg_name, &e.to_string())),
+        }
+    }
+    finish_job(ctx, exp, job_name, job, rows)
+}
+
+fn hyperparameters(cfg: &TrainingConfig, job: &JobConfig) -> serde_json::Value {
+    let mut hyper = serde_json::json!({
+        "optimizer": cfg.optimizer,
+        "lr": cfg.lr,
+        "momentum": cfg.momentum.unwrap_or(0.0),
+        "weight_decay": cfg.weight_decay.unwrap_or(0.0),
+        "nesterov": cfg.nesterov.unwrap_or(false),
+        "scheduler": cfg.scheduler,
+        "num_epochs": job.num_epochs,
+        "batch_size": job.batch_size,
+        "test_batch_size": job.eval_batch_size(),
+        "image_size": job.image_size,
+        "seed": job.seed,
+        "repeats": job.repeats,
+        "validation_fraction": job.validation_fraction,
+        "train_encoder": job.train_encoder,
+    });
+    if let Some(obj) = hyper.as_object_mut() {
+        obj.retain(|_, v| !v.is_null());
+    }
+    hyper
+}
+
+/// Orders the rows of a job as its configs are listed and marks the config selected for the
+/// job (on validation when there is a validation split), writing `<job>.selection.json`.
+fn finish_job(
     ctx: &Ctx<'_>,
     exp: &Experiment,
-    enc: &LoadedEncoder<'_>,
+    job_name: &str,
+    job: &JobConfig,
+    mut rows: Vec<Row>,
+) -> Vec<Row> {
+    let order: Vec<&String> = job.training_configs.keys().collect();
+    rows.sort_by_key(|r| order.iter().position(|c| **c == r.config));
+    match crate::selection::write_selection(&ctx.opts.out, &exp.name, job_name) {
+        Ok(Some(selected)) => {
+            for r in rows.iter_mut() {
+                r.selected = r.config == selected;
+            }
+        }
+        Ok(None) => {}
+        Err(e) => eprintln!(
+            "warning: {}/{job_name}: cannot write the selection: {e}",
+            exp.name
+        ),
+    }
+    rows
+}
+
+/// The parts of a `results.json` that differ between training and eval-only jobs.
+pub struct RecordParts<'a> {
+    job_name: &'a str,
+    cfg_name: &'a str,
+    config_hash: String,
+    hyper: serde_json::Value,
+    train_encoder: bool,
+    epochs: u32,
+    runs: Vec<RunRecord>,
+    train_size: i64,
+    test_size: i64,
+    validation: Option<(f64, i64, bool)>,
+    num_outputs: u32,
+    timings: EncodeTimings,
+    evaluated_head: Option<String>,
+}
+
+/// Writes `results.json` (last, atomically: its presence means the result is complete).
+fn write_record(
+    ctx: &Ctx<'_>,
+    ec: &ExpCtx<'_>,
+    task: &TaskEntry,
+    p: RecordParts<'_>,
+) -> Result<Row, JobError> {
+    let exp = ec.exp;
+    let dir = results::result_dir(&ctx.opts.out, &exp.name, p.job_name, p.cfg_name);
+    let names = metric_names(task);
+    let primary = names
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "metric".to_string());
+    let finished: Vec<&RunRecord> = p.runs.iter().filter(|r| r.status == "ok").collect();
+    let diverged = p.runs.iter().find(|r| r.status == "diverged");
+    let (test_metrics, test_metrics_std) =
+        mean_std(&finished.iter().map(|r| &r.test_metrics).collect::<Vec<_>>());
+    let (train_metrics, _) = mean_std(
+        &finished
+            .iter()
+            .map(|r| &r.train_metrics)
+            .collect::<Vec<_>>(),
+    );
+    let mean_of = |f: &dyn Fn(&RunRecord) -> Option<f64>| -> Option<f64> {
+        let xs: Vec<f64> = finished.iter().filter_map(|r| f(r)).collect();
+        (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64)
+    };
+    let validation = p.validation.map(|(fraction, size, stratified)| {
+        let last: Vec<&BTreeMap<String, f64>> = finished
+            .iter()
+            .filter_map(|r| r.val_metrics.as_ref())
+            .collect();
+        let best: Vec<&BTreeMap<String, f64>> = finished
+            .iter()
+            .filter_map(|r| r.best_val_metrics.as_ref())
+            .collect();
+        ValidationRecord {
+            fraction,
+            size,
+            stratified,
+            metrics: mean_std(&last).0,
+            best_metrics: mean_std(&best).0,
+        }
+    });
+    let timings = Timings {
+        decode: p.timings.decode_s,
+        encode: p.timings.encode_s,
+        encode_wall: p.timings.wall_s,
+        from_cache: p.timings.from_cache,
+        train: p.runs.iter().map(|r| r.train_s).sum(),
+        eval: p.runs.iter().map(|r| r.eval_s).sum(),
+    };
+    let first = p.runs.first();
+    let record = ResultRecord {
+        schema: results::SCHEMA,
+        status: if diverged.is_some() { "diverged" } else { "ok" }.to_string(),
+        error: diverged.and_then(|r| r.error.clone()),
+        experiment: exp.name.clone(),
+        job: p.job_name.to_string(),
+        config: p.cfg_name.to_string(),
+        config_hash: p.config_hash,
+        task: TaskRecord {
+            name: task.info.name.to_string(),
+            family: task.info.family.to_string(),
+            plugin: PluginRef {
+                name: task.plugin.name.clone(),
+                version: task.plugin.version.clone(),
+            },
+        },
+        encoder: EncoderRecord {
+            name: exp.encoder.clone(),
+            plugin: PluginRef {
+                name: ec.entry.plugin.name.clone(),
+                version: ec.entry.plugin.version.clone(),
+            },
+            weights: exp.weights.display().to_string(),
+            weights_sha256: ec.weights_sha256.clone(),
+            options: exp.options.clone(),
+        },
+        hyperparameters: p.hyper,
+        train_encoder: p.train_encoder,
+        primary_metric: primary.clone(),
+        higher_is_better: higher_is_better(task),
+        repeats: p.runs.len() as u32,
+        test_accuracy: test_metrics.get(&primary).copied(),
+        train_accuracy: train_metrics.get(&primary).copied(),
+        test_metrics,
+        test_metrics_std,
+        train_metrics,
+        test_loss: mean_of(&|r| r.test_loss),
+        train_loss: mean_of(&|r| r.train_loss),
+        validation,
+        epochs: p.epochs,
+        train_size: p.train_size,
+        test_size: p.test_size,
+        num_outputs: p.num_outputs,
+        timings_s: timings,
+        device: device_name(ctx.opts.device),
+        versions: Versions {
+            virb: env!("CARGO_PKG_VERSION").to_string(),
+            plugin_api: PLUGIN_API_VERSION.to_string(),
+            libtorch: LIBTORCH_VERSION.to_string(),
+        },
+        head_file: first.and_then(|r| r.head_file.clone()),
+        head_sha256: first.and_then(|r| r.head_sha256.clone()),
+        runs: p.runs,
+        evaluated_head: p.evaluated_head,
+        finished_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+    };
+    let path = dir.join("results.json");
+    results::write_json(&path, &record).map_err(|e| {
+        JobError::Other(format!(
+            "cannot write results.json in {}: {e}",
+            dir.display()
+        ))
+    })?;
+    let value = serde_json::to_value(&record)
+        .map_err(|e| JobError::Other(format!("cannot serialise the result: {e}")))?;
+    Ok(row_of(&value, &path, ""))
+}
+
+/// Evaluates, on the eval-only task's test split, every head that the task it names trained
+/// for this experiment (found in `--out`), without training: each seed's head, with the mean
+/// and standard deviation over seeds.
+fn run_eval_job(
+    ctx: &Ctx<'_>,
+    ec: &mut ExpCtx<'_>,
     job_name: &str,
     job: &JobConfig,
     task: &TaskEntry,
 ) -> Result<Vec<Row>, JobError> {
+    let exp = ec.exp;
     let source = task.info.evaluates_heads_of.to_string();
     let exp_dir = ctx.opts.out.join(&exp.name);
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&exp_dir)
@@ -334,7 +1059,10 @@ fn run_eval_job(
         .filter_map(|dir| {
             let text = std::fs::read_to_string(dir.join("results.json")).ok()?;
             let r: serde_json::Value = serde_json::from_str(&text).ok()?;
-            (r["task"]["name"] == source.as_str() && r["evaluated_head"].is_null())
+            (r["schema"] == results::SCHEMA
+                && r["task"]["name"] == source.as_str()
+                && r["evaluated_head"].is_null()
+                && r["status"] == "ok")
                 .then_some((dir, r))
         })
         .collect();
@@ -346,25 +1074,24 @@ fn run_eval_job(
             exp_dir.display()
         )));
     }
-    let test_ds = plugin(task.task.open(DatasetRequest {
-        data_root: ctx.opts.data_root.to_string_lossy().as_ref().into(),
-        split: Split::Test,
-        image_size: job.image_size,
-        options_json: "{}".into(),
-    }))?;
+    let identity = job_identity(ctx, ec, task, job);
+    let mut rows = Vec::new();
+    let mut pending = Vec::new();
+    for (dir, r) in heads {
+        let config = r["config"].as_str().unwrap_or("head").to_string();
+        let hash = hash_json(&serde_json::json!({"job": identity, "source": r["config_hash"]}));
+        let out_dir = results::result_dir(&ctx.opts.out, &exp.name, job_name, &config);
+        match complete_row(&out_dir, &hash) {
+            Some(row) if !ctx.opts.force => rows.push(row),
+            _ => pending.push((dir, r, config, hash)),
+        }
+    }
+    if pending.is_empty() {
+        return Ok(rows);
+    }
+    let test_ds = open_split(ctx, task, job, Split::Test)?;
     let test_meta = plugin(test_ds.meta())?;
-    let (test, timings) = encode_split(
-        &test_ds,
-        &EncodeRequest {
-            encoder: &enc.encoder,
-            outputs: task.info.required_outputs.as_slice(),
-            frames: task.info.frames.max(1),
-            batch_size: job.eval_batch_size() as usize,
-            pool: &ctx.pool,
-            store_device: ctx.opts.device,
-            label: format!("{}/{job_name}: encode test", exp.name),
-        },
-    )?;
+    let (test, timings) = split_features(ctx, ec, task, job, job_name, Split::Test, &test_ds)?;
     let features: Vec<FeatureSpec> = test
         .shapes()
         .into_iter()
@@ -373,13 +1100,12 @@ fn run_eval_job(
             shape: shape.into(),
         })
         .collect();
-    let mut rows = Vec::new();
-    for (dir, r) in heads {
-        let config = r["config"].as_str().unwrap_or("head").to_string();
-        let head_name = r["head_file"]
-            .as_str()
-            .unwrap_or("head.safetensors")
-            .to_string();
+    let names = metric_names(task);
+    for (dir, r, config, hash) in pending {
+        let folder = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let outcome = (|| -> Result<Row, JobError> {
             let num_outputs = r["num_outputs"].as_u64().unwrap_or(0) as u32;
             if test_meta.num_outputs > num_outputs {
@@ -390,58 +1116,76 @@ fn run_eval_job(
                     dir.display()
                 )));
             }
-            let head_file = dir.join(&head_name);
-            let state = tch::Tensor::read_safetensors(&head_file).map_err(|e| {
-                JobError::Other(format!("cannot read head {}: {e}", head_file.display()))
-            })?;
-            let mut head = plugin(task.task.build_head(HeadRequest {
-                features: features.clone().into(),
-                num_outputs,
-                device: device_name(ctx.opts.device).into(),
-                seed: job.seed,
-            }))?;
-            let state = state
-                .into_iter()
-                .map(|(n, t)| virb_plugin_api::NamedTensor::new(n, t))
-                .collect();
-            plugin(head.load_state(state))?;
-            let t0 = std::time::Instant::now();
-            let (test_loss, test_metrics) =
-                evaluate(&head, &test, job.eval_batch_size() as i64, ctx.opts.device)?;
-            let outcome = Outcome {
-                train_loss: f64::NAN,
-                train_metrics: Vec::new(),
-                test_loss,
-                test_metrics,
-                epochs: 0,
-                train_s: 0.0,
-                eval_s: t0.elapsed().as_secs_f64(),
-                final_lr: f64::NAN,
-            };
-            let folder = dir
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let job_ctx = JobCtx {
+            let source_runs: Vec<RunRecord> =
+                serde_json::from_value(r["runs"].clone()).unwrap_or_default();
+            let mut runs = Vec::new();
+            for src in source_runs.iter().filter(|s| s.status == "ok") {
+                let Some(head_name) = &src.head_file else {
+                    continue;
+                };
+                let head_file = dir.join(head_name);
+                let state = tch::Tensor::read_safetensors(&head_file).map_err(|e| {
+                    JobError::Other(format!("cannot read head {}: {e}", head_file.display()))
+                })?;
+                let mut head = plugin(task.task.build_head(HeadRequest {
+                    features: features.clone().into(),
+                    num_outputs,
+                    device: device_name(ctx.opts.device).into(),
+                    seed: src.seed,
+                }))?;
+                let state = state
+                    .into_iter()
+                    .map(|(n, t)| virb_plugin_api::NamedTensor::new(n, t))
+                    .collect();
+                plugin(head.load_state(state))?;
+                let t0 = std::time::Instant::now();
+                let (test_loss, test_metrics) =
+                    train::evaluate(&head, &test, job.eval_batch_size() as i64, ctx.opts.device)?;
+                runs.push(RunRecord {
+                    seed: src.seed,
+                    status: "ok".into(),
+                    error: None,
+                    test_metrics: names.iter().cloned().zip(test_metrics).collect(),
+                    test_loss: Some(test_loss),
+                    train_metrics: BTreeMap::new(),
+                    train_loss: None,
+                    val_metrics: None,
+                    best_epoch: None,
+                    best_val_metrics: None,
+                    last_epoch: None,
+                    steps: 0,
+                    final_lr: None,
+                    head_file: Some(format!("../{folder}/{head_name}")),
+                    head_sha256: src.head_sha256.clone(),
+                    train_s: 0.0,
+                    eval_s: t0.elapsed().as_secs_f64(),
+                });
+            }
+            if runs.is_empty() {
+                return Err(JobError::Other(format!(
+                    "{}: the {source} result in {} lists no head",
+                    job.task,
+                    dir.display()
+                )));
+            }
+            write_record(
                 ctx,
-                exp,
-                enc,
+                ec,
                 task,
-                job_name,
-                job,
-                train: None,
-                test: &test,
-                num_outputs,
-                encode_timings: timings,
-            };
-            job_ctx.write_record(
-                &config,
-                r["hyperparameters"].clone(),
-                &outcome,
-                HeadRef {
-                    file: format!("../{folder}/{head_name}"),
-                    sha256: r["head_sha256"].as_str().unwrap_or_default().to_string(),
-                    evaluated: Some(dir.display().to_string()),
+                RecordParts {
+                    job_name,
+                    cfg_name: &config,
+                    config_hash: hash,
+                    hyper: r["hyperparameters"].clone(),
+                    train_encoder: false,
+                    epochs: 0,
+                    runs,
+                    train_size: 0,
+                    test_size: test.len(),
+                    validation: None,
+                    num_outputs,
+                    timings,
+                    evaluated_head: Some(dir.display().to_string()),
                 },
             )
         })();
@@ -457,186 +1201,4 @@ fn run_eval_job(
         }
     }
     Ok(rows)
-}
-
-/// Where the head of a result is.
-struct HeadRef {
-    /// Path relative to the result's folder.
-    file: String,
-    /// SHA-256 of its content.
-    sha256: String,
-    /// For an eval-only job: the result folder whose head was evaluated.
-    evaluated: Option<String>,
-}
-
-struct JobCtx<'a> {
-    ctx: &'a Ctx<'a>,
-    exp: &'a Experiment,
-    enc: &'a LoadedEncoder<'a>,
-    task: &'a TaskEntry,
-    job_name: &'a str,
-    job: &'a JobConfig,
-    /// None for an eval-only job.
-    train: Option<&'a MemoryStore>,
-    test: &'a MemoryStore,
-    num_outputs: u32,
-    encode_timings: EncodeTimings,
-}
-
-impl JobCtx<'_> {
-    fn run_config(&self, cfg_name: &str, cfg: &TrainingConfig) -> Result<Row, JobError> {
-        let (exp, job, task) = (self.exp, self.job, self.task);
-        let device = self.ctx.opts.device;
-        let train = self
-            .train
-            .ok_or_else(|| JobError::Other("an eval-only job has no training split".into()))?;
-        let features: Vec<FeatureSpec> = train
-            .shapes()
-            .into_iter()
-            .map(|(name, shape)| FeatureSpec {
-                name: name.as_str().into(),
-                shape: shape.into(),
-            })
-            .collect();
-        let head = plugin(task.task.build_head(HeadRequest {
-            features: features.into(),
-            num_outputs: self.num_outputs,
-            device: device_name(device).into(),
-            seed: job.seed,
-        }))?;
-        let label = format!("{}/{}-{cfg_name}: train", exp.name, self.job_name);
-        let outcome = train_and_eval(&head, cfg, job, train, self.test, device, &label)?;
-        let dir = results::result_dir(&self.ctx.opts.out, &exp.name, self.job_name, cfg_name);
-        let io = |what: &str, e: std::io::Error| {
-            JobError::Other(format!("cannot write {what} in {}: {e}", dir.display()))
-        };
-        let state: Vec<(String, tch::Tensor)> = plugin(head.state())?
-            .into_iter()
-            .map(|nt| (nt.name.to_string(), nt.tensor.into_tch()))
-            .collect();
-        let head_file = "head.safetensors";
-        results::write_head(&dir.join(head_file), &state).map_err(|e| io(head_file, e))?;
-        let head_sha256 = sha256_file(&dir.join(head_file))?;
-        let mut hyper = serde_json::json!({
-            "optimizer": cfg.optimizer,
-            "lr": cfg.lr,
-            "momentum": cfg.momentum.unwrap_or(0.0),
-            "weight_decay": cfg.weight_decay.unwrap_or(0.0),
-            "nesterov": cfg.nesterov.unwrap_or(false),
-            "scheduler": cfg.scheduler,
-            "num_epochs": job.num_epochs,
-            "batch_size": job.batch_size,
-            "test_batch_size": job.eval_batch_size(),
-            "image_size": job.image_size,
-            "seed": job.seed,
-        });
-        if let Some(obj) = hyper.as_object_mut() {
-            obj.retain(|_, v| !v.is_null());
-        }
-        let head = HeadRef {
-            file: head_file.to_string(),
-            sha256: head_sha256,
-            evaluated: None,
-        };
-        self.write_record(cfg_name, hyper, &outcome, head)
-    }
-
-    /// Writes `results.json` for one config (last, so its presence means the result is complete).
-    fn write_record(
-        &self,
-        cfg_name: &str,
-        hyper: serde_json::Value,
-        outcome: &Outcome,
-        head: HeadRef,
-    ) -> Result<Row, JobError> {
-        let (exp, task) = (self.exp, self.task);
-        let device = self.ctx.opts.device;
-        let dir = results::result_dir(&self.ctx.opts.out, &exp.name, self.job_name, cfg_name);
-        let io = |what: &str, e: std::io::Error| {
-            JobError::Other(format!("cannot write {what} in {}: {e}", dir.display()))
-        };
-        let names: Vec<String> = task
-            .info
-            .metrics
-            .iter()
-            .map(|m| m.name.to_string())
-            .collect();
-        let by_name = |values: &[f64]| names.iter().cloned().zip(values.iter().copied()).collect();
-        let primary = names
-            .first()
-            .cloned()
-            .unwrap_or_else(|| "metric".to_string());
-        let record = ResultRecord {
-            schema: results::SCHEMA,
-            experiment: exp.name.clone(),
-            job: self.job_name.to_string(),
-            config: cfg_name.to_string(),
-            task: TaskRecord {
-                name: task.info.name.to_string(),
-                family: task.info.family.to_string(),
-                plugin: PluginRef {
-                    name: task.plugin.name.clone(),
-                    version: task.plugin.version.clone(),
-                },
-            },
-            encoder: EncoderRecord {
-                name: exp.encoder.clone(),
-                plugin: PluginRef {
-                    name: self.enc.entry.plugin.name.clone(),
-                    version: self.enc.entry.plugin.version.clone(),
-                },
-                weights: exp.weights.display().to_string(),
-                weights_sha256: self.enc.sha256.clone(),
-                options: exp.options.clone(),
-            },
-            hyperparameters: hyper,
-            primary_metric: primary.clone(),
-            higher_is_better: task
-                .info
-                .metrics
-                .first()
-                .map(|m| m.higher_is_better)
-                .unwrap_or(true),
-            test_metrics: by_name(&outcome.test_metrics),
-            train_metrics: by_name(&outcome.train_metrics),
-            test_loss: outcome.test_loss,
-            train_loss: outcome.train_loss,
-            test_accuracy: outcome.test_metrics.first().copied().unwrap_or(f64::NAN),
-            train_accuracy: outcome.train_metrics.first().copied().unwrap_or(f64::NAN),
-            epochs: outcome.epochs,
-            final_lr: outcome.final_lr,
-            train_size: self.train.map(|t| t.len()).unwrap_or(0),
-            test_size: self.test.len(),
-            num_outputs: self.num_outputs,
-            timings_s: Timings {
-                decode: self.encode_timings.decode_s,
-                encode: self.encode_timings.encode_s,
-                encode_wall: self.encode_timings.wall_s,
-                train: outcome.train_s,
-                eval: outcome.eval_s,
-            },
-            device: device_name(device),
-            versions: Versions {
-                virb: env!("CARGO_PKG_VERSION").to_string(),
-                plugin_api: PLUGIN_API_VERSION.to_string(),
-                libtorch: LIBTORCH_VERSION.to_string(),
-            },
-            head_file: head.file,
-            head_sha256: head.sha256,
-            evaluated_head: head.evaluated,
-            finished_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-                .to_string(),
-        };
-        let results_path = dir.join("results.json");
-        results::write_results(&results_path, &record).map_err(|e| io("results.json", e))?;
-        let value = record.test_accuracy;
-        Ok(Row {
-            experiment: exp.name.clone(),
-            job: self.job_name.to_string(),
-            config: cfg_name.to_string(),
-            metric: primary,
-            value: format!("{value:.4}"),
-            note: results_path.display().to_string(),
-        })
-    }
 }

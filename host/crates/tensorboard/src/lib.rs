@@ -256,8 +256,14 @@ impl EventWriter {
         )
     }
 
-    /// Writes the buffered records to the file and syncs its data to the disk.
+    /// Writes the buffered records to the file (TensorBoard sees them from then on).
     pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
+    /// Writes the buffered records and syncs the file's data to the disk (slow: once at the end
+    /// of a run, not after every epoch).
+    pub fn sync(&mut self) -> io::Result<()> {
         self.out.flush()?;
         self.out.get_ref().sync_data()
     }

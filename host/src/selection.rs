@@ -1,0 +1,54 @@
+//! Which config of a job is reported: chosen on the validation split when the job has one,
+//! never on test unless there is nothing else (and then it says so).
+//!
+//! `<out>/<experiment>/<job>.selection.json` records the choice, the rule that made it and every
+//! candidate's validation and test values; `virb-host report` applies the same rule.
+use crate::results::write_json;
+use std::path::Path;
+
+/// Chooses among the complete results of `<out>/<experiment>/<job>-*` and writes the selection
+/// file; returns the selected config's name (None when the job has no complete result).
+pub fn write_selection(out: &Path, experiment: &str, job: &str) -> std::io::Result<Option<String>> {
+    let exp_dir = out.join(experiment);
+    let mut records: Vec<virb_report::Record> = std::fs::read_dir(&exp_dir)?
+        .flatten()
+        .filter_map(|e| {
+            let text = std::fs::read_to_string(e.path().join("results.json")).ok()?;
+            virb_report::Record::parse(&text)
+                .ok()
+                .filter(|r| r.job == job && r.evaluated_head.is_none())
+        })
+        .collect();
+    records.sort_by(|a, b| a.config.cmp(&b.config));
+    let refs: Vec<&virb_report::Record> = records.iter().collect();
+    let Some(sel) = virb_report::select(&refs) else {
+        return Ok(None);
+    };
+    let candidates: Vec<serde_json::Value> = records
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "config": r.config,
+                "status": r.status,
+                "validation": r.validation_value(),
+                "test": r.test_value(),
+            })
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "schema": "virb.selection/1",
+        "experiment": experiment,
+        "job": job,
+        "selected_config": sel.record.config,
+        "selected_by": sel.selected_by.as_str(),
+        "reason": sel.reason,
+        "metric": sel.record.primary_metric,
+        "higher_is_better": sel.record.higher_is_better,
+        "validation": sel.record.validation_value(),
+        "test": sel.record.test_value(),
+        "test_std": sel.record.test_std(),
+        "candidates": candidates,
+    });
+    write_json(&exp_dir.join(format!("{job}.selection.json")), &doc)?;
+    Ok(Some(sel.record.config.clone()))
+}
