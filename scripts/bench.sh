@@ -42,7 +42,7 @@ for i in $(seq "$REPEATS"); do
   t0=$(now)
   "$host" run --experiment-list "$work/experiments.yaml" --virb-configs "$work/virb.yaml" \
     --data-root "$work/data" --out "$work/out" --device cpu --threads "$THREADS" \
-    --decode-workers "$WORKERS" > "$work/virb.log" 2>&1
+    --decode-workers "$WORKERS" --no-cache > "$work/virb.log" 2>&1
   t1=$(now)
   virb_walls+=("$(awk "BEGIN{print $t1 - $t0}")")
   virb_ips+=("$("$VIRB_PYTHON_BIN" -c "import json,sys; r=json.load(open(sys.argv[1])); print((r['train_size']+r['test_size'])/r['timings_s']['encode_wall'])" "$work/out/bench/CalTech-101-adam-0.001/results.json")")

@@ -78,6 +78,19 @@ enum Command {
         )]
         checkpoint_every: f64,
     },
+    /// Tables (CSV, Markdown) of encoders x tasks and PNG plots from the results in `--out`:
+    /// each job's selected config (on validation when the job has a validation split).
+    Report {
+        /// The folder `virb-host run --out` wrote results into.
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+        /// Where to write the report (default: <out>/report).
+        #[arg(long, value_name = "DIR")]
+        dest: Option<PathBuf>,
+        /// Tables only, no PNG plots.
+        #[arg(long = "no-plots")]
+        no_plots: bool,
+    },
     /// List plugins found, and files rejected with the reason.
     Plugins,
     /// List the tasks the loaded plugins provide.
@@ -124,6 +137,35 @@ fn main() -> ExitCode {
         Command::Devices => {
             devices();
             ExitCode::SUCCESS
+        }
+        Command::Report {
+            out,
+            dest,
+            no_plots,
+        } => {
+            let opts = virb_report::ReportOptions {
+                out,
+                dest,
+                plots: !no_plots,
+            };
+            match virb_report::run(&opts) {
+                Ok(summary) => {
+                    for w in &summary.warnings {
+                        eprintln!("warning: {w}");
+                    }
+                    println!(
+                        "report of {} experiment(s) x {} job(s) in {}:",
+                        summary.experiments,
+                        summary.jobs,
+                        summary.dest.display()
+                    );
+                    for f in &summary.written {
+                        println!("  {}", f.display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e.to_string()),
+            }
         }
         Command::Plugins => {
             let reg = plugins::Registry::load(dirs);

@@ -150,7 +150,17 @@ pub fn run(opts: &RunOptions, registry: &Registry) -> Result<RunSummary, SetupEr
         let prepared = registry
             .encoder(&exp.encoder)
             .map_err(JobError::Other)
-            .and_then(|entry| Ok((entry, sha256_file(&exp.weights)?)));
+            .and_then(|entry| {
+                if !exp.weights.is_file() {
+                    return Err(JobError::Other(format!(
+                        "weights file {} not found (experiment `{}` in {}); fix the path in the experiment list",
+                        exp.weights.display(),
+                        exp.name,
+                        opts.experiment_list.display()
+                    )));
+                }
+                Ok((entry, sha256_file(&exp.weights)?))
+            });
         match prepared {
             Ok((entry, weights_sha256)) => {
                 let mut ec = ExpCtx {

@@ -52,7 +52,7 @@ fn kinetics_learns_from_six_frames_and_skips_short_videos() {
     let acc = r["test_metrics"]["top1_accuracy"].as_f64().unwrap();
     assert!(acc >= 0.8, "accuracy {acc} (chance 0.25)");
     let head = tch::Tensor::read_safetensors(
-        env.path("out/probe/KineticsActionPrediction-adam-0.0003/head.safetensors"),
+        env.path("out/probe/KineticsActionPrediction-adam-0.0003/seed-0/head.safetensors"),
     )
     .unwrap();
     assert!(head

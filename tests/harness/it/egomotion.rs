@@ -65,7 +65,7 @@ fn egomotion_tasks_learn_from_frame_pairs() {
     }
     // The head is the two-frame MLP with ViRB's key names.
     let head = tch::Tensor::read_safetensors(
-        env.path("out/probe/THORActionPrediction-adam/head.safetensors"),
+        env.path("out/probe/THORActionPrediction-adam/seed-0/head.safetensors"),
     )
     .unwrap();
     let shapes: Vec<(String, Vec<i64>)> = head.iter().map(|(n, t)| (n.clone(), t.size())).collect();

@@ -67,7 +67,7 @@ fn probe_learns_generated_caltech_and_writes_complete_results() {
     let r = read_json(&dir.join("results.json"));
     let acc = r["test_metrics"]["top1_accuracy"].as_f64().unwrap();
     assert!(acc >= 0.9, "accuracy {acc} on separable data (chance 0.25)");
-    assert_eq!(r["schema"], "virb.results/1");
+    assert_eq!(r["schema"], "virb.results/2");
     assert_eq!(r["test_size"], 48);
     assert_eq!(r["train_size"], 40);
     assert_eq!(r["num_outputs"], 4);
@@ -83,9 +83,9 @@ fn probe_learns_generated_caltech_and_writes_complete_results() {
         assert!(r["timings_s"][t].as_f64().unwrap() >= 0.0, "{t}");
     }
     // The head is saved beside it, in safetensors, with ViRB's key names.
-    assert_eq!(r["head_file"], "head.safetensors");
+    assert_eq!(r["head_file"], "seed-0/head.safetensors");
     assert_eq!(r["head_sha256"].as_str().unwrap().len(), 64);
-    let head = tch::Tensor::read_safetensors(dir.join("head.safetensors")).unwrap();
+    let head = tch::Tensor::read_safetensors(dir.join("seed-0/head.safetensors")).unwrap();
     let shapes: Vec<(String, Vec<i64>)> = head.iter().map(|(n, t)| (n.clone(), t.size())).collect();
     assert!(
         shapes.contains(&("head.weight".to_string(), vec![4, 2048])),
@@ -136,17 +136,24 @@ fn training_configs_share_one_encoding_and_each_get_results() {
     let out = env.run();
     assert!(out.ok(), "{}\n{}", out.stdout, out.stderr);
     assert_eq!(env.results().len(), 4);
-    // Each (experiment, job) encodes its train split once, whatever the number of configs.
+    // The train split is encoded once, whatever the number of configs; experiment `b` has the
+    // same weights, so it reads `a`'s features from the cache.
     assert_eq!(
         out.stderr.matches("encode train: done").count(),
+        1,
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        out.stderr.matches("from the feature cache").count(),
         2,
         "{}",
         out.stderr
     );
     let r = read_json(&env.path("out/b/CalTech-101-sgd-0.01-StepLR/results.json"));
     assert!(
-        (r["final_lr"].as_f64().unwrap() - 0.005).abs() < 1e-12,
+        (r["runs"][0]["final_lr"].as_f64().unwrap() - 0.005).abs() < 1e-12,
         "StepLR stepped: {}",
-        r["final_lr"]
+        r["runs"][0]["final_lr"]
     );
 }

@@ -63,7 +63,7 @@ fn imagenetv2_evaluates_the_imagenet_heads_of_the_same_experiment() {
     }
     // No head was written for the eval-only results.
     assert!(!env
-        .path("out/probe/Imagenetv2-adam-0.001/head.safetensors")
+        .path("out/probe/Imagenetv2-adam-0.001/seed-0/head.safetensors")
         .exists());
 }
 

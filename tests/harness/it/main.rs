@@ -9,5 +9,6 @@ mod counting;
 mod egomotion;
 mod end_to_end;
 mod eval_only;
+mod experiment;
 mod plugins;
 mod reference;

@@ -201,6 +201,8 @@ fn host(args: &[&str], cwd: &Path, paths: &[&Path], plugins: &Path) -> Output {
         .current_dir(cwd)
         .env_remove("RUST_BACKTRACE")
         .env("NO_COLOR", "1")
+        // Each test folder has its own feature cache.
+        .env("VIRB_FEATURE_CACHE", cwd.join("cache"))
         .output()
         .unwrap();
     Output {
@@ -281,7 +283,12 @@ impl Env {
 
     /// `virb-host run` with `experiments.yaml` and `virb.yaml`.
     pub fn run(&self) -> Output {
-        self.host(&[
+        self.run_with(&[])
+    }
+
+    /// `virb-host run` with `experiments.yaml`, `virb.yaml` and more arguments.
+    pub fn run_with(&self, extra: &[&str]) -> Output {
+        let mut args = vec![
             "run",
             "--experiment-list",
             "experiments.yaml",
@@ -291,7 +298,33 @@ impl Env {
             "data",
             "--out",
             "out",
-        ])
+        ];
+        args.extend_from_slice(extra);
+        self.host(&args)
+    }
+
+    /// The `virb-host run` command line of [`Env::run_with`], for a test that starts (and
+    /// kills) the process itself.
+    pub fn run_command(&self, extra: &[&str]) -> Command {
+        let mut cmd = Command::new(host_bin());
+        cmd.arg("--plugins-dir")
+            .arg(&self.plugins)
+            .args([
+                "run",
+                "--experiment-list",
+                "experiments.yaml",
+                "--virb-configs",
+                "virb.yaml",
+                "--data-root",
+                "data",
+                "--out",
+                "out",
+            ])
+            .args(extra)
+            .current_dir(self.dir.path())
+            .env("NO_COLOR", "1")
+            .env("VIRB_FEATURE_CACHE", self.dir.path().join("cache"));
+        cmd
     }
 
     /// Every `results.json` under `out/`.
