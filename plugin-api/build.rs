@@ -18,4 +18,8 @@ fn main() {
         })
         .unwrap_or_else(|| "unknown".to_string());
     println!("cargo:rustc-env=VIRB_LIBTORCH_VERSION={version}");
+    // This crate's own test binary creates tensors: let it find libtorch without LD_LIBRARY_PATH.
+    if let Ok(lib) = env::var("DEP_TCH_LIBTORCH_LIB") {
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
+    }
 }

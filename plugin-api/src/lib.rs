@@ -13,9 +13,12 @@
 //! or same minor version while the major is 0, with the plugin's minor or patch not newer than the
 //! host's); see [`api_compatible`]. Additive changes (a new method at the end of a trait, with a
 //! default body, a new prefix field after the last one) bump the minor version; anything else
-//! bumps the major version. The host also checks that a plugin was built against the same
-//! libtorch major.minor ([`LIBTORCH_VERSION`]), because tensors cross the boundary as raw libtorch
-//! objects.
+//! bumps the major version. Caveat: abi_stable's own load-time layout check refuses a library
+//! whose vtable or prefix type has fewer fields than the loader's, so a plugin that lacks such an
+//! addition (an encoder plugin built against 0.1.0, without 0.1.1's fine-tuning methods) must be
+//! rebuilt even though its version is accepted. The host also checks that a plugin was built
+//! against the same libtorch major.minor ([`LIBTORCH_VERSION`]), because tensors cross the
+//! boundary as raw libtorch objects.
 //!
 //! # Tensors and ownership
 //!

@@ -1,5 +1,6 @@
 //! virb encoder plugin: torchvision's bottleneck ResNets (ResNet-50, -101, -152), v1.5 (stride in
-//! the 3x3 convolution), frozen, in eval mode.
+//! the 3x3 convolution), frozen, in eval mode; or fine-tuned with the head, when the host asks
+//! for `Encoder::trainable_parameters` and trains through `Encoder::forward_train`.
 //!
 //! Weights are read from `torch.save(model.state_dict())` files as torchvision and ViRB write them
 //! (keys with or without a `model.` or `module.` prefix, zip or legacy format) and from safetensors
@@ -45,7 +46,7 @@ impl EncoderFactory for ResNetFactory {
             Ok(EncoderInfo {
             name: self.name.into(),
             description: format!(
-                "torchvision {} (v1.5), frozen; outputs embedding and the conv/block1..block4 pyramid",
+                "torchvision {} (v1.5), frozen or fine-tuned; outputs embedding and the conv/block1..block4 pyramid",
                 self.name
             )
             .into(),
@@ -120,16 +121,40 @@ impl Encoder for LoadedResNet {
         guard(|| {
             let images = images.shallow_clone();
             let wanted: Vec<&str> = outputs.iter().map(|s| s.as_str()).collect();
-            let result = self.net.forward(&images, &wanted)?;
-            Ok(result
-                .into_iter()
-                .map(|(name, t)| NamedTensor::new(name, t))
-                .collect())
+            Ok(named(self.net.forward(&images, &wanted)?))
         })
+    }
+
+    fn trainable_parameters(&self) -> RResult<RVec<NamedTensor>, PluginError> {
+        guard(|| Ok(named(self.net.trainable_parameters()?)))
+    }
+
+    fn forward_train(
+        &self,
+        images: TensorRef<'_>,
+        outputs: RSlice<'_, RString>,
+    ) -> RResult<RVec<NamedTensor>, PluginError> {
+        guard(|| {
+            let images = images.shallow_clone();
+            let wanted: Vec<&str> = outputs.iter().map(|s| s.as_str()).collect();
+            Ok(named(self.net.forward_train(&images, &wanted)?))
+        })
+    }
+
+    fn state(&self) -> RResult<RVec<NamedTensor>, PluginError> {
+        guard(|| Ok(named(self.net.state()?)))
     }
 }
 
-fn factories() -> Vec<EncoderFactoryBox> {
+fn named(tensors: Vec<(String, tch::Tensor)>) -> RVec<NamedTensor> {
+    tensors
+        .into_iter()
+        .map(|(name, t)| NamedTensor::new(name, t))
+        .collect()
+}
+
+/// The encoders this plugin exports (`resnet50`, `resnet101`, `resnet152`), as the host sees them.
+pub fn factories() -> Vec<EncoderFactoryBox> {
     [
         ("resnet50", [3, 4, 6, 3]),
         ("resnet101", [3, 4, 23, 3]),

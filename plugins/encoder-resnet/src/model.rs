@@ -63,21 +63,23 @@ impl Bottleneck {
         }
     }
 
-    fn forward(&self, x: &tch::Tensor) -> tch::Tensor {
-        let y = x.apply(&self.conv1).apply_t(&self.bn1, false).relu();
-        let y = y.apply(&self.conv2).apply_t(&self.bn2, false).relu();
-        let y = y.apply(&self.conv3).apply_t(&self.bn3, false);
+    /// `train`: batch norm normalises with the batch's statistics and updates its running ones.
+    fn forward(&self, x: &tch::Tensor, train: bool) -> tch::Tensor {
+        let y = x.apply(&self.conv1).apply_t(&self.bn1, train).relu();
+        let y = y.apply(&self.conv2).apply_t(&self.bn2, train).relu();
+        let y = y.apply(&self.conv3).apply_t(&self.bn3, train);
         let identity = match &self.downsample {
-            Some((c, b)) => x.apply(c).apply_t(b, false),
+            Some((c, b)) => x.apply(c).apply_t(b, train),
             None => x.shallow_clone(),
         };
         (y + identity).relu()
     }
 }
 
-/// A frozen bottleneck ResNet.
+/// A bottleneck ResNet: frozen after loading, trainable once [`ResNet::trainable_parameters`]
+/// has been called.
 pub struct ResNet {
-    _vs: nn::VarStore,
+    vs: nn::VarStore,
     conv1: nn::Conv2D,
     bn1: nn::BatchNorm,
     layers: Vec<Vec<Bottleneck>>,
@@ -107,6 +109,22 @@ fn to_channels_last(t: &tch::Tensor) -> Result<tch::Tensor, tch::TchError> {
     t.f_permute([0, 2, 3, 1])?
         .f_contiguous()?
         .f_permute([0, 3, 1, 2])
+}
+
+/// Orders torchvision names the way a person reads them: numeric segments by value
+/// (`layer3.2` before `layer3.10`), the others alphabetically.
+fn natural_key(name: &str) -> Vec<(u64, &str)> {
+    name.split('.')
+        .map(|seg| (seg.parse::<u64>().unwrap_or(u64::MAX), seg))
+        .collect()
+}
+
+/// A detached, contiguous copy of `t` (its own storage: later training does not change it).
+fn snapshot(t: &tch::Tensor) -> Result<tch::Tensor, tch::TchError> {
+    let src = t.f_detach()?.f_contiguous()?;
+    let mut out = src.f_empty_like()?;
+    out.f_copy_(&src)?;
+    Ok(out)
 }
 
 fn ignored(key: &str) -> bool {
@@ -181,7 +199,7 @@ impl ResNet {
             })?;
         }
         Ok(ResNet {
-            _vs: vs,
+            vs,
             conv1,
             bn1,
             layers,
@@ -189,11 +207,63 @@ impl ResNet {
         })
     }
 
-    /// Runs the network and returns the `wanted` outputs (stopping at the deepest one needed).
+    /// Runs the frozen network (eval mode, no gradients) and returns the `wanted` outputs
+    /// (stopping at the deepest one needed).
     pub fn forward(
         &self,
         images: &tch::Tensor,
         wanted: &[&str],
+    ) -> Result<Vec<(String, tch::Tensor)>, PluginError> {
+        tch::no_grad(|| self.run(images, wanted, false))
+    }
+
+    /// Runs the network in training mode (batch norm uses the batch's statistics and updates its
+    /// running statistics, as after `model.train()` in PyTorch), recording the autograd graph.
+    /// Gradients reach the parameters once [`ResNet::trainable_parameters`] has been called.
+    pub fn forward_train(
+        &self,
+        images: &tch::Tensor,
+        wanted: &[&str],
+    ) -> Result<Vec<(String, tch::Tensor)>, PluginError> {
+        self.run(images, wanted, true)
+    }
+
+    /// Makes every weight and bias require gradients from now on and returns them (handles
+    /// sharing storage and `grad` with the network's own), torchvision names, in natural order.
+    /// Batch-norm running statistics are buffers, not parameters: they are not returned.
+    pub fn trainable_parameters(&self) -> Result<Vec<(String, tch::Tensor)>, PluginError> {
+        for t in self.vs.trainable_variables() {
+            let _ = t.f_set_requires_grad(true)?;
+        }
+        let mut params: Vec<(String, tch::Tensor)> = self
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
+        params.sort_by(|a, b| natural_key(&a.0).cmp(&natural_key(&b.0)));
+        Ok(params)
+    }
+
+    /// Every parameter and batch-norm running statistic (no `num_batches_tracked`), detached
+    /// contiguous copies, torchvision names, in natural order: what `state_dict()` holds minus
+    /// `fc.*` and `num_batches_tracked`.
+    pub fn state(&self) -> Result<Vec<(String, tch::Tensor)>, PluginError> {
+        let mut state = self
+            .vs
+            .variables()
+            .into_iter()
+            .map(|(name, t)| Ok((name, snapshot(&t)?)))
+            .collect::<Result<Vec<_>, tch::TchError>>()?;
+        state.sort_by(|a, b| natural_key(&a.0).cmp(&natural_key(&b.0)));
+        Ok(state)
+    }
+
+    fn run(
+        &self,
+        images: &tch::Tensor,
+        wanted: &[&str],
+        train: bool,
     ) -> Result<Vec<(String, tch::Tensor)>, PluginError> {
         let size = images.size();
         if size.len() != 4 || size[1] != 3 {
@@ -214,6 +284,20 @@ impl ResNet {
             .map(|i| if i == 0 { OUTPUTS.len() } else { i })
             .max()
             .unwrap_or(0);
+        if train && depth > 0 {
+            // Training-mode batch norm needs more than one value per channel; the deepest stage run
+            // has the fewest.
+            let shapes = output_shapes(size[2], size[3]);
+            let (name, shape) = &shapes[depth.min(OUTPUTS.len() - 1)];
+            if size[0] * shape[1] * shape[2] < 2 {
+                return Err(PluginError::invalid_input(format!(
+                    "cannot train on a batch of {} image(s) of {}x{}: `{name}` would be {}x{}, one \
+                     value per channel, and training-mode batch norm needs more",
+                    size[0], size[2], size[3], shape[1], shape[2]
+                ))
+                .with_help("use batches of at least 2 images, or larger images"));
+            }
+        }
         let mut out = Vec::new();
         let mut keep = |name: &str, t: &tch::Tensor| -> Result<(), PluginError> {
             if wanted.contains(&name) {
@@ -221,14 +305,14 @@ impl ResNet {
             }
             Ok(())
         };
-        tch::no_grad(|| -> Result<(), PluginError> {
+        let mut body = || -> Result<(), PluginError> {
             let x = images.f_to_kind(tch::Kind::Float)?;
             let x = if self.channels_last {
                 to_channels_last(&x)?
             } else {
                 x
             };
-            let mut x = x.apply(&self.conv1).apply_t(&self.bn1, false).relu();
+            let mut x = x.apply(&self.conv1).apply_t(&self.bn1, train).relu();
             keep("conv", &x)?;
             if depth <= 1 {
                 return Ok(());
@@ -236,7 +320,7 @@ impl ResNet {
             x = x.f_max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false)?;
             for (i, layer) in self.layers.iter().enumerate() {
                 for block in layer {
-                    x = block.forward(&x);
+                    x = block.forward(&x, train);
                 }
                 keep(&format!("block{}", i + 1), &x)?;
                 if depth <= i + 2 {
@@ -245,7 +329,8 @@ impl ResNet {
             }
             let emb = x.f_mean_dim(&[-2i64, -1][..], false, tch::Kind::Float)?;
             keep("embedding", &emb)
-        })?;
+        };
+        body()?;
         Ok(out)
     }
 }
