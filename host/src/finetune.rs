@@ -191,7 +191,7 @@ fn one(
             let named: Vec<(String, Tensor)> =
                 outputs.iter().map(|o| o.to_string()).zip(feats).collect();
             let refs = crate::train::as_refs(&named);
-            match trainee.train_step(&refs, &target, &mut metric, epoch) {
+            match trainee.train_step(&refs, TensorRef::of(&target), &mut metric, epoch) {
                 Ok(loss) => loss_sum += loss * chunk.len() as f64,
                 Err(stop) => {
                     trainee.set_stop(stop);

@@ -76,13 +76,11 @@ pub trait Encoder: Send {
         outputs: RSlice<'_, RString>,
     ) -> RResult<RVec<NamedTensor>, PluginError>;
 
-    // Fine-tuning (plugin-api 0.1.1). These methods come after `last_prefix_field` and have
+    // Fine-tuning (plugin-api 0.2.0). These methods come after `last_prefix_field` and have
     // default bodies, so an encoder that does not implement them answers with
-    // [`fine_tuning_unsupported`], and a call on a vtable that lacks them (a trait object from a
-    // library built against 0.1.0) runs the default body instead of panicking: abi_stable marks
-    // defaulted methods `missing_field(option)`. A 0.1.1 host never gets such an object from a
-    // 0.1.0 encoder plugin, though: abi_stable's load-time layout check refuses the plugin
-    // ("too many fields": a library's vtable must have every method the loader knows).
+    // [`fine_tuning_unsupported`]. abi_stable's load-time layout check refuses a library whose
+    // vtable lacks them ("too many fields"), which is why they made plugin-api 0.2.0, not 0.1.1:
+    // the host refuses 0.1 plugins by version first, with a message saying to rebuild.
 
     /// Makes the encoder trainable from now on (its parameters require gradients) and returns its
     /// trainable parameters, named like PyTorch's `named_parameters()` (torchvision names for
@@ -119,8 +117,7 @@ pub trait Encoder: Send {
 }
 
 /// The error [`Encoder`]'s fine-tuning methods return by default: the encoder's plugin does not
-/// implement them (or, for a trait object from a library built against plugin-api 0.1.0, its
-/// vtable lacks them).
+/// implement them.
 pub fn fine_tuning_unsupported(method: &str) -> PluginError {
     PluginError::invalid_input(format!(
         "this encoder does not support fine-tuning (its plugin does not implement \
@@ -128,7 +125,7 @@ pub fn fine_tuning_unsupported(method: &str) -> PluginError {
     ))
     .with_help(
         "set `train_encoder: false` for this job, or rebuild the encoder plugin against \
-         virb-plugin-api 0.1.1 or later with fine-tuning support",
+         an encoder plugin that supports fine-tuning",
     )
 }
 

@@ -11,12 +11,12 @@
 //! This crate has its own semantic version ([`PLUGIN_API_VERSION`]), independent of the host's.
 //! A host accepts a plugin built against a compatible version of this crate (same major version,
 //! or same minor version while the major is 0, with the plugin's minor or patch not newer than the
-//! host's); see [`api_compatible`]. Additive changes (a new method at the end of a trait, with a
-//! default body, a new prefix field after the last one) bump the minor version; anything else
-//! bumps the major version. Caveat: abi_stable's own load-time layout check refuses a library
-//! whose vtable or prefix type has fewer fields than the loader's, so a plugin that lacks such an
-//! addition (an encoder plugin built against 0.1.0, without 0.1.1's fine-tuning methods) must be
-//! rebuilt even though its version is accepted. The host also checks that a plugin was built
+//! host's); see [`api_compatible`]. A change that old plugins can still be loaded with (a new
+//! prefix field of a root module after the last one) bumps the minor version (the patch while
+//! 0.y); anything else bumps the major (the minor while 0.y). New trait methods are breaking even
+//! with default bodies: abi_stable's load-time layout check refuses a library whose vtable has
+//! fewer methods than the loader's. That is why 0.2.0, which added the fine-tuning methods to
+//! [`Encoder`], is not compatible with 0.1. The host also checks that a plugin was built
 //! against the same libtorch major.minor ([`LIBTORCH_VERSION`]), because tensors cross the
 //! boundary as raw libtorch objects.
 //!

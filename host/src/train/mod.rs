@@ -5,6 +5,7 @@ use crate::config::{JobConfig, OptimizerKind, SchedulerConfig, TrainingConfig};
 use crate::error::{plugin, JobError};
 use crate::features::FeatureStore;
 use crate::progress::Progress;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 pub mod checkpoint;
@@ -345,7 +346,7 @@ impl Trainee {
     pub(crate) fn train_step(
         &mut self,
         features: &[NamedTensorRef<'_>],
-        target: &Tensor,
+        target: TensorRef<'_>,
         metric: &mut MetricBox,
         epoch: u32,
     ) -> Result<f64, Stop> {
@@ -356,7 +357,7 @@ impl Trainee {
         let out = plugin(self.head.forward(RSlice::from_slice(features), true))
             .map_err(failed)?
             .into_tch();
-        let loss = plugin(self.head.loss(TensorRef::of(&out), TensorRef::of(target)))
+        let loss = plugin(self.head.loss(TensorRef::of(&out), target))
             .map_err(failed)?
             .into_tch();
         let value = scalar(&loss).map_err(failed)?;
@@ -375,7 +376,7 @@ impl Trainee {
         let (lr, momentum) = self.schedule.at(epoch, self.step);
         self.opt.step(lr, momentum).map_err(failed)?;
         let detached = out.f_detach().map_err(|e| failed(e.into()))?;
-        plugin(metric.update(TensorRef::of(&detached), TensorRef::of(target))).map_err(failed)?;
+        plugin(metric.update(TensorRef::of(&detached), target)).map_err(failed)?;
         let step = self.step as i64;
         self.scalar("batch/loss", step, value);
         self.scalar("batch/lr", step, lr);
@@ -587,28 +588,37 @@ pub fn train_pass(
             });
         }
         let mut loss_sums = vec![0.0; trainees.len()];
+        let trainees_len = trainees.iter().filter(|t| t.active()).count();
         for b in 0..steps_per_epoch {
             let first = b * bs;
             let len = bs.min(n - first);
             let idx = order.f_narrow(0, first, len)?;
             let (features, target) = train.gather(&idx, pass.device)?;
             let refs = as_refs(&features);
-            for (i, t) in trainees.iter_mut().enumerate() {
-                let Some(metric) = metrics[i].as_mut().filter(|_| t.active()) else {
-                    continue;
-                };
-                match t.train_step(&refs, &target, metric, epoch) {
-                    Ok(loss) => loss_sums[i] += loss * len as f64,
-                    Err(stop) => {
-                        eprintln!(
-                            "{}: {}: stopped: {}",
-                            pass.label,
-                            t.config,
-                            stop_reason(&stop)
-                        );
-                        t.stop = Some(stop);
+            let target = TensorRef::of(&target);
+            let label = pass.label.as_str();
+            // Each head's step is independent of the others': on the CPU they run in parallel
+            // (the numbers are the same as one after the other).
+            let step =
+                |(t, (metric, loss_sum)): (&mut Trainee, (&mut Option<MetricBox>, &mut f64))| {
+                    let Some(metric) = metric.as_mut().filter(|_| t.active()) else {
+                        return;
+                    };
+                    match t.train_step(&refs, target, metric, epoch) {
+                        Ok(loss) => *loss_sum += loss * len as f64,
+                        Err(stop) => {
+                            eprintln!("{label}: {}: stopped: {}", t.config, stop_reason(&stop));
+                            t.stop = Some(stop);
+                        }
                     }
-                }
+                };
+            let work = trainees
+                .iter_mut()
+                .zip(metrics.iter_mut().zip(loss_sums.iter_mut()));
+            if pass.device == Device::Cpu && trainees_len > 1 {
+                work.collect::<Vec<_>>().into_par_iter().for_each(step);
+            } else {
+                work.for_each(step);
             }
         }
         let mut summary = String::new();

@@ -10,5 +10,6 @@ mod egomotion;
 mod end_to_end;
 mod eval_only;
 mod experiment;
+mod finetune;
 mod plugins;
 mod reference;

@@ -20,11 +20,11 @@ fn incompatible_and_foreign_files_are_rejected_briefly_while_others_load() {
     assert!(text.contains("tasks: PanickingTask, FailingTask"), "{text}");
     assert!(text.contains("rejected (2):"), "{text}");
     assert!(
-        text.contains("libvirb_test_future_api.so: virb-test-future-api 0.1.0 was built for plugin-api 1.0.0; this virb-host accepts plugin-api 0.1.0 to 0.1.1"),
+        text.contains("libvirb_test_future_api.so: virb-test-future-api 0.1.0 was built for plugin-api 1.0.0; this virb-host accepts plugin-api 0.2.0"),
         "{text}"
     );
     assert!(
-        text.contains("help: rebuild virb-test-future-api against virb-plugin-api 0.1.1, or use a virb-host built for plugin-api 1.0.0"),
+        text.contains("help: rebuild virb-test-future-api against virb-plugin-api 0.2.0, or use a virb-host built for plugin-api 1.0.0"),
         "{text}"
     );
     assert!(text.contains("notes.so: cannot be loaded"), "{text}");

@@ -164,6 +164,40 @@ pub fn weights() -> &'static Path {
     })
 }
 
+/// Like [`weights`], but with the frozen `embedding` made nearly constant across images
+/// (`make_weights.py --degrade-embedding`): a linear probe on it stays near chance, while
+/// fine-tuning the encoder repairs it within a few epochs.
+pub fn degraded_weights() -> &'static Path {
+    static FILE: OnceLock<PathBuf> = OnceLock::new();
+    FILE.get_or_init(|| {
+        let script = root().join("scripts/py/make_weights.py");
+        let key = fs::read_to_string(&script).unwrap() + "degraded-v1";
+        cached("degraded-weights", &key, |dir| {
+            let data = dir.join("calibration");
+            let out = host(
+                &["fixtures", "CalTech-101"],
+                dir,
+                &[&data],
+                &plugins_dir_of(&OWN_PLUGINS, dir),
+            );
+            assert!(out.ok(), "{}", out.stderr);
+            let size = IMAGE_SIZE.to_string();
+            let w = dir.join("resnet50.pt");
+            run_python(&[
+                script.as_os_str(),
+                w.as_os_str(),
+                "--calibrate-dir".as_ref(),
+                data.as_os_str(),
+                "--calibrate-size".as_ref(),
+                size.as_ref(),
+                "--degrade-embedding".as_ref(),
+            ]);
+            fs::remove_dir_all(&data).unwrap();
+        })
+        .join("resnet50.pt")
+    })
+}
+
 fn plugins_dir_of(packages: &[&str], parent: &Path) -> PathBuf {
     let dir = parent.join("plugins");
     fs::create_dir_all(&dir).unwrap();
