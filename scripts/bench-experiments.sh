@@ -9,7 +9,7 @@
 #     --out), then the identical command again (results complete: skipped), then with --force
 #     (every config retrained on cached features); the goal is a second run >= 20x faster.
 #
-#   CLASSES (40) TRAIN_PER_CLASS (40) TEST_PER_CLASS (10) IMAGE_SIZE (64) EPOCHS (30)
+#   CLASSES (40; the fixture generator caps it at 12) TRAIN_PER_CLASS (40) TEST_PER_CLASS (10) IMAGE_SIZE (64) EPOCHS (30)
 #   THREADS (2) WORKERS (2) REPEATS (3)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -95,12 +95,14 @@ for i in $(seq "$REPEATS"); do
   d_force+=("$(demo_run --force)")
   echo "demo run $i: cold ${d_cold[-1]}s, identical rerun ${d_same[-1]}s, --force ${d_force[-1]}s" >&2
 done
+sizes=$("$VIRB_PYTHON_BIN" -c "import json,glob; r=json.load(open(glob.glob('$work/out/bench/*/results.json')[0])); print(r['train_size'], r['test_size'])")
 "$VIRB_PYTHON_BIN" - "${walls[1-cold]}" "${walls[8-cold]}" "${walls[1-warm]}" "${walls[8-warm]}" \
   "${d_cold[*]}" "${d_same[*]}" "${d_force[*]}" <<PY
 import statistics, sys
 c1, c8, w1, w8, dc, ds, df = ([float(x) for x in a.split()] for a in sys.argv[1:8])
 m = statistics.median
-print(f"grid ({$CLASSES * $TRAIN_PER_CLASS} train / {$CLASSES * $TEST_PER_CLASS} test images at {$IMAGE_SIZE} px, {$EPOCHS} epochs, {$THREADS} threads, medians of {len(c1)}):")
+train, test = "$sizes".split()
+print(f"grid ({train} train / {test} test images at {$IMAGE_SIZE} px, {$EPOCHS} epochs, {$THREADS} threads, medians of {len(c1)}):")
 print(f"  cold cache (encode + train): 1 config {m(c1):.2f} s, 8 configs {m(c8):.2f} s, ratio {m(c8)/m(c1):.2f}x (goal <= 1.5x)")
 print(f"  warm cache (read + train):   1 config {m(w1):.2f} s, 8 configs {m(w8):.2f} s, ratio {m(w8)/m(w1):.2f}x")
 print(f"demo (configs/virb_configs/demo.yaml, medians of {len(dc)}):")

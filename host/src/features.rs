@@ -20,6 +20,16 @@ pub trait FeatureStore {
     fn len(&self) -> i64;
     /// Per-sample shapes by output name.
     fn shapes(&self) -> Vec<(String, Vec<i64>)>;
+    /// The same, as a head request describes its inputs.
+    fn feature_specs(&self) -> Vec<virb_plugin_api::FeatureSpec> {
+        self.shapes()
+            .into_iter()
+            .map(|(name, shape)| virb_plugin_api::FeatureSpec {
+                name: name.as_str().into(),
+                shape: shape.into(),
+            })
+            .collect()
+    }
     /// The features (float32, on `device`) and targets of the samples at `indices`.
     fn gather(
         &self,

@@ -26,8 +26,8 @@ use std::{
 };
 use tch::Device;
 use virb_plugin_api::{
-    device_name, DatasetBox, DatasetRequest, EncoderBox, EncoderRequest, FeatureSpec, HeadRequest,
-    Split, LIBTORCH_VERSION, PLUGIN_API_VERSION,
+    device_name, DatasetBox, DatasetRequest, EncoderBox, EncoderRequest, HeadRequest, Split,
+    LIBTORCH_VERSION, PLUGIN_API_VERSION,
 };
 
 /// Options of one run.
@@ -633,14 +633,7 @@ fn train_frozen(
 ) -> Result<BTreeMap<String, Result<Vec<RunRecord>, String>>, JobError> {
     let device = ctx.opts.device;
     let names = metric_names(task);
-    let features: Vec<FeatureSpec> = train
-        .shapes()
-        .into_iter()
-        .map(|(name, shape)| FeatureSpec {
-            name: name.as_str().into(),
-            shape: shape.into(),
-        })
-        .collect();
+    let features = train.feature_specs();
     let bs = job.batch_size as i64;
     let steps_per_epoch = ((train.len() + bs - 1) / bs) as u64;
     let mut outcomes: BTreeMap<String, Result<Vec<RunRecord>, String>> = todo
@@ -699,13 +692,14 @@ fn train_frozen(
         if trainees.is_empty() {
             continue;
         }
+        let checkpoint_dir = ctx
+            .opts
+            .out
+            .join(&exp.name)
+            .join(".checkpoints")
+            .join(format!("{job_name}-seed-{seed}"));
         let policy = CheckpointPolicy {
-            dir: ctx
-                .opts
-                .out
-                .join(&exp.name)
-                .join(".checkpoints")
-                .join(format!("{job_name}-seed-{seed}")),
+            dir: checkpoint_dir.clone(),
             interval: ctx.opts.checkpoint_every,
             key: hash_json(&serde_json::json!(hashes)),
         };
@@ -739,12 +733,6 @@ fn train_frozen(
                 checkpoint: Some(policy),
             },
         )?;
-        let policy_dir = ctx
-            .opts
-            .out
-            .join(&exp.name)
-            .join(".checkpoints")
-            .join(format!("{job_name}-seed-{seed}"));
         for (t, (cfg_dir, hash)) in list.into_iter().zip(meta) {
             let cfg_name = t.config.clone();
             let (outcome, head) = t.finish(
@@ -784,11 +772,7 @@ fn train_frozen(
                 }
             }
         }
-        checkpoint::remove(&CheckpointPolicy {
-            dir: policy_dir,
-            interval: Duration::ZERO,
-            key: String::new(),
-        });
+        checkpoint::remove(&checkpoint_dir);
     }
     Ok(outcomes)
 }
@@ -1102,14 +1086,7 @@ fn run_eval_job(
     let test_ds = open_split(ctx, task, job, Split::Test)?;
     let test_meta = plugin(test_ds.meta())?;
     let (test, timings) = split_features(ctx, ec, task, job, job_name, Split::Test, &test_ds)?;
-    let features: Vec<FeatureSpec> = test
-        .shapes()
-        .into_iter()
-        .map(|(name, shape)| FeatureSpec {
-            name: name.as_str().into(),
-            shape: shape.into(),
-        })
-        .collect();
+    let features = test.feature_specs();
     let names = metric_names(task);
     for (dir, r, config, hash) in pending {
         let folder = dir

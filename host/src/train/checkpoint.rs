@@ -175,10 +175,10 @@ pub fn load(policy: &super::CheckpointPolicy, trainees: &mut [Trainee]) -> Resul
 }
 
 /// Removes a pass's checkpoint once its results are written.
-pub fn remove(policy: &super::CheckpointPolicy) {
-    let _ = std::fs::remove_dir_all(&policy.dir);
+pub fn remove(dir: &std::path::Path) {
+    let _ = std::fs::remove_dir_all(dir);
     // The experiment's `.checkpoints` folder goes too once nothing else is in it.
-    if let Some(parent) = policy.dir.parent() {
+    if let Some(parent) = dir.parent() {
         let _ = std::fs::remove_dir(parent);
     }
 }

@@ -136,32 +136,7 @@ pub const IMAGE_SIZE: u32 = 64;
 /// (random weights, batch-norm statistics calibrated on fixture images).
 pub fn weights() -> &'static Path {
     static FILE: OnceLock<PathBuf> = OnceLock::new();
-    FILE.get_or_init(|| {
-        let script = root().join("scripts/py/make_weights.py");
-        let key = fs::read_to_string(&script).unwrap() + "v1";
-        cached("weights", &key, |dir| {
-            let data = dir.join("calibration");
-            let out = host(
-                &["fixtures", "CalTech-101"],
-                dir,
-                &[&data],
-                &plugins_dir_of(&OWN_PLUGINS, dir),
-            );
-            assert!(out.ok(), "{}", out.stderr);
-            let size = IMAGE_SIZE.to_string();
-            let w = dir.join("resnet50.pt");
-            run_python(&[
-                script.as_os_str(),
-                w.as_os_str(),
-                "--calibrate-dir".as_ref(),
-                data.as_os_str(),
-                "--calibrate-size".as_ref(),
-                size.as_ref(),
-            ]);
-            fs::remove_dir_all(&data).unwrap();
-        })
-        .join("resnet50.pt")
-    })
+    FILE.get_or_init(|| make_weights("weights", "v1", &[]))
 }
 
 /// Like [`weights`], but with the frozen `embedding` made nearly constant across images
@@ -169,33 +144,37 @@ pub fn weights() -> &'static Path {
 /// fine-tuning the encoder repairs it within a few epochs.
 pub fn degraded_weights() -> &'static Path {
     static FILE: OnceLock<PathBuf> = OnceLock::new();
-    FILE.get_or_init(|| {
-        let script = root().join("scripts/py/make_weights.py");
-        let key = fs::read_to_string(&script).unwrap() + "degraded-v1";
-        cached("degraded-weights", &key, |dir| {
-            let data = dir.join("calibration");
-            let out = host(
-                &["fixtures", "CalTech-101"],
-                dir,
-                &[&data],
-                &plugins_dir_of(&OWN_PLUGINS, dir),
-            );
-            assert!(out.ok(), "{}", out.stderr);
-            let size = IMAGE_SIZE.to_string();
-            let w = dir.join("resnet50.pt");
-            run_python(&[
-                script.as_os_str(),
-                w.as_os_str(),
-                "--calibrate-dir".as_ref(),
-                data.as_os_str(),
-                "--calibrate-size".as_ref(),
-                size.as_ref(),
-                "--degrade-embedding".as_ref(),
-            ]);
-            fs::remove_dir_all(&data).unwrap();
-        })
-        .join("resnet50.pt")
+    FILE.get_or_init(|| make_weights("degraded-weights", "degraded-v1", &["--degrade-embedding"]))
+}
+
+/// Runs `make_weights.py` (calibrated on a fresh CalTech fixture) once per cache key.
+fn make_weights(name: &str, version: &str, extra: &[&str]) -> PathBuf {
+    let script = root().join("scripts/py/make_weights.py");
+    let key = fs::read_to_string(&script).unwrap() + version;
+    cached(name, &key, |dir| {
+        let data = dir.join("calibration");
+        let out = host(
+            &["fixtures", "CalTech-101"],
+            dir,
+            &[&data],
+            &plugins_dir_of(&OWN_PLUGINS, dir),
+        );
+        assert!(out.ok(), "{}", out.stderr);
+        let size = IMAGE_SIZE.to_string();
+        let w = dir.join("resnet50.pt");
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            script.as_os_str(),
+            w.as_os_str(),
+            "--calibrate-dir".as_ref(),
+            data.as_os_str(),
+            "--calibrate-size".as_ref(),
+            size.as_ref(),
+        ];
+        args.extend(extra.iter().map(|a| std::ffi::OsStr::new(*a)));
+        run_python(&args);
+        fs::remove_dir_all(&data).unwrap();
     })
+    .join("resnet50.pt")
 }
 
 fn plugins_dir_of(packages: &[&str], parent: &Path) -> PathBuf {
