@@ -202,6 +202,32 @@ fn same_seed_same_numbers_alone_or_in_a_grid_and_repeats_give_mean_and_std() {
             .collect()
     };
     assert_eq!(strip(&r3["runs"]), strip(&r3b["runs"]));
+    // Another learning rate for `b` only: `a` is skipped, `b` retrained from its features.
+    let b2 = "    b:\n      optimizer: adam\n      lr: 0.02\n";
+    grid.write(
+        "virb.yaml",
+        &job(
+            &format!("{a}{b2}"),
+            "  num_epochs: 6\n  seed: 3\n  repeats: 3\n",
+        ),
+    );
+    let changed = grid.run();
+    ok(&changed);
+    assert!(
+        changed
+            .stdout
+            .contains("done earlier: out/probe/CalTech-101-a/"),
+        "{}",
+        changed.stdout
+    );
+    assert!(
+        !changed
+            .stdout
+            .contains("done earlier: out/probe/CalTech-101-b/"),
+        "{}",
+        changed.stdout
+    );
+    assert_eq!(result(&grid, "b")["hyperparameters"]["lr"], 0.02);
 }
 
 #[test]
