@@ -877,7 +877,7 @@ fn finish_job(
 ) -> Vec<Row> {
     let order: Vec<&String> = job.training_configs.keys().collect();
     rows.sort_by_key(|r| order.iter().position(|c| **c == r.config));
-    match crate::selection::write_selection(&ctx.opts.out, &exp.name, job_name) {
+    match crate::selection::write_selection(&ctx.opts.out, &exp.name, job_name, &order) {
         Ok(Some(selected)) => {
             for r in rows.iter_mut() {
                 r.selected = r.config == selected;

@@ -6,17 +6,25 @@
 use crate::results::write_json;
 use std::path::Path;
 
-/// Chooses among the complete results of `<out>/<experiment>/<job>-*` and writes the selection
-/// file; returns the selected config's name (None when the job has no complete result).
-pub fn write_selection(out: &Path, experiment: &str, job: &str) -> std::io::Result<Option<String>> {
+/// Chooses among the complete results of `<out>/<experiment>/<job>-<config>` for the job's
+/// current `configs` (results of configs since removed from the file do not compete) and writes
+/// the selection file; returns the selected config's name (None when none is complete).
+pub fn write_selection(
+    out: &Path,
+    experiment: &str,
+    job: &str,
+    configs: &[&String],
+) -> std::io::Result<Option<String>> {
     let exp_dir = out.join(experiment);
     let mut records: Vec<virb_report::Record> = std::fs::read_dir(&exp_dir)?
         .flatten()
         .filter_map(|e| {
             let text = std::fs::read_to_string(e.path().join("results.json")).ok()?;
-            virb_report::Record::parse(&text)
-                .ok()
-                .filter(|r| r.job == job && r.evaluated_head.is_none())
+            virb_report::Record::parse(&text).ok().filter(|r| {
+                r.job == job
+                    && r.evaluated_head.is_none()
+                    && configs.iter().any(|c| **c == r.config)
+            })
         })
         .collect();
     records.sort_by(|a, b| a.config.cmp(&b.config));
