@@ -155,7 +155,10 @@ fn one(
     let meta = plugin(ft.train.meta())?;
     let n = meta.len as i64;
     let bs = job.batch_size as i64;
-    let steps_per_epoch = ((n + bs - 1) / bs) as u64;
+    // Batch norm cannot train on a batch of one sample: a last batch of one is skipped (as
+    // PyTorch's `drop_last` would), and the schedule counts the steps actually taken.
+    let skip_single = n % bs == 1 && n > 1;
+    let steps_per_epoch = (n / bs + i64::from(n % bs > 1)).max(1) as u64;
     let mut trainee = Trainee::new(
         cfg_name,
         seed,
@@ -181,6 +184,9 @@ fn one(
         let mut metric = plugin(trainee.head.new_metric())?;
         let mut loss_sum = 0.0;
         for chunk in order.chunks(bs as usize) {
+            if skip_single && chunk.len() == 1 {
+                continue;
+            }
             let indices: Vec<u64> = chunk.iter().map(|&i| i as u64).collect();
             let (x, target) = read_batch(ft.train, &indices, frames, ft.pool, &meta.source)?;
             let x = x.f_to_device(encoder_device)?;
@@ -203,7 +209,8 @@ fn one(
             break;
         }
         let train_metrics: Vec<f64> = plugin(metric.compute())?.into_iter().collect();
-        let loss = loss_sum / n as f64;
+        let seen = if skip_single { n - 1 } else { n };
+        let loss = loss_sum / seen as f64;
         trainee.end_epoch(epoch, loss, train_metrics, None, ft.metric_names);
         progress.inc(1, &format!("loss {loss:.4}"));
     }
