@@ -91,6 +91,15 @@ enum Command {
         #[arg(long = "no-plots")]
         no_plots: bool,
     },
+    /// Show the feature cache's location and size; `--clear` empties it.
+    Cache {
+        /// Feature cache folder (default: $VIRB_FEATURE_CACHE, else ~/.cache/virb/features).
+        #[arg(long = "cache-dir", value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Remove every cached split (they are re-encoded when needed).
+        #[arg(long)]
+        clear: bool,
+    },
     /// List plugins found, and files rejected with the reason.
     Plugins,
     /// List the tasks the loaded plugins provide.
@@ -162,6 +171,35 @@ fn main() -> ExitCode {
                     for f in &summary.written {
                         println!("  {}", f.display());
                     }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e.to_string()),
+            }
+        }
+        Command::Cache { cache_dir, clear } => {
+            let dir = match cache_dir
+                .map(Ok)
+                .unwrap_or_else(virb_feature_cache::Cache::default_dir)
+            {
+                Ok(d) => d,
+                Err(e) => return fail(&e.to_string()),
+            };
+            let cache = match virb_feature_cache::Cache::open(dir) {
+                Ok(c) => c,
+                Err(e) => return fail(&e.to_string()),
+            };
+            let outcome = if clear {
+                cache
+                    .clear()
+                    .map(|u| format!("feature cache: removed {u} from {}", cache.dir().display()))
+            } else {
+                cache
+                    .usage()
+                    .map(|u| format!("feature cache: {u} in {}", cache.dir().display()))
+            };
+            match outcome {
+                Ok(line) => {
+                    println!("{line}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(&e.to_string()),

@@ -377,6 +377,20 @@ fn feature_cache_is_reused_verified_and_rebuilt_when_corrupt() {
         );
         assert_eq!(cache_files(&env).len(), 2);
     }
+    // `virb-host cache` reports it, `--clear` empties it.
+    let out = env.host(&["cache"]);
+    assert!(
+        out.ok() && out.stdout.contains("feature cache: 2 files"),
+        "{}",
+        out.stdout
+    );
+    let out = env.host(&["cache", "--clear"]);
+    assert!(
+        out.ok() && out.stdout.contains("removed 2 files"),
+        "{}",
+        out.stdout
+    );
+    assert!(cache_files(&env).is_empty());
     // --no-cache neither reads nor writes.
     fs::remove_dir_all(env.path("cache")).unwrap();
     let out = env.run_with(&["--force", "--no-cache"]);
