@@ -182,7 +182,6 @@ fn one(
     for epoch in 0..job.num_epochs {
         let order = Vec::<i64>::try_from(&epoch_order(n, seed, epoch)?)?;
         let mut metric = plugin(trainee.head.new_metric())?;
-        let mut loss_sum = 0.0;
         for chunk in order.chunks(bs as usize) {
             if skip_single && chunk.len() == 1 {
                 continue;
@@ -198,7 +197,7 @@ fn one(
                 outputs.iter().map(|o| o.to_string()).zip(feats).collect();
             let refs = crate::train::as_refs(&named);
             match trainee.train_step(&refs, TensorRef::of(&target), &mut metric, epoch) {
-                Ok(loss) => loss_sum += loss * chunk.len() as f64,
+                Ok(()) => {}
                 Err(stop) => {
                     trainee.set_stop(stop);
                     break;
@@ -208,9 +207,14 @@ fn one(
         if !trainee.active() {
             break;
         }
+        let loss = match trainee.take_epoch_loss(epoch) {
+            Ok(loss) => loss,
+            Err(stop) => {
+                trainee.set_stop(stop);
+                break;
+            }
+        };
         let train_metrics: Vec<f64> = plugin(metric.compute())?.into_iter().collect();
-        let seen = if skip_single { n - 1 } else { n };
-        let loss = loss_sum / seen as f64;
         trainee.end_epoch(epoch, loss, train_metrics, None, ft.metric_names);
         progress.inc(1, &format!("loss {loss:.4}"));
     }

@@ -262,6 +262,9 @@ pub struct Trainee {
     history: Vec<EpochRecord>,
     step: u64,
     busy_s: f64,
+    /// This epoch's per-step losses (on the device) and batch sizes: read once at the end of the
+    /// epoch, so that training never waits for the device between steps.
+    epoch_losses: Vec<(Tensor, i64)>,
     log: Option<virb_tensorboard::EventWriter>,
     log_error: bool,
 }
@@ -295,6 +298,7 @@ impl Trainee {
             busy_s: 0.0,
             log: None,
             log_error: false,
+            epoch_losses: Vec::new(),
         })
     }
 
@@ -349,7 +353,7 @@ impl Trainee {
         target: TensorRef<'_>,
         metric: &mut MetricBox,
         epoch: u32,
-    ) -> Result<f64, Stop> {
+    ) -> Result<(), Stop> {
         let t0 = Instant::now();
         let failed = |e: JobError| Stop::Failed {
             reason: e.to_string(),
@@ -360,17 +364,9 @@ impl Trainee {
         let loss = plugin(self.head.loss(TensorRef::of(&out), target))
             .map_err(failed)?
             .into_tch();
-        let value = scalar(&loss).map_err(failed)?;
-        if !value.is_finite() {
-            return Err(Stop::Diverged {
-                reason: JobError::NonFinite {
-                    value,
-                    epoch,
-                    step: self.step,
-                }
-                .to_string(),
-            });
-        }
+        let len = target.shallow_clone().size().first().copied().unwrap_or(1);
+        self.epoch_losses
+            .push((loss.f_detach().map_err(|e| failed(e.into()))?, len));
         self.opt.zero_grad();
         loss.f_backward().map_err(|e| failed(e.into()))?;
         let (lr, momentum) = self.schedule.at(epoch, self.step);
@@ -378,14 +374,52 @@ impl Trainee {
         let detached = out.f_detach().map_err(|e| failed(e.into()))?;
         plugin(metric.update(TensorRef::of(&detached), target)).map_err(failed)?;
         let step = self.step as i64;
-        self.scalar("batch/loss", step, value);
         self.scalar("batch/lr", step, lr);
         if let Some(m) = momentum {
             self.scalar("batch/momentum", step, m);
         }
         self.step += 1;
         self.busy_s += t0.elapsed().as_secs_f64();
-        Ok(value)
+        Ok(())
+    }
+
+    /// Reads the epoch's per-step losses back from the device (one transfer), logs them, and
+    /// returns their sample-weighted mean; a NaN or infinite loss stops the trainee as diverged,
+    /// naming the first step where it happened.
+    pub(crate) fn take_epoch_loss(&mut self, epoch: u32) -> Result<f64, Stop> {
+        let losses = std::mem::take(&mut self.epoch_losses);
+        let failed = |e: tch::TchError| Stop::Failed {
+            reason: JobError::from(e).to_string(),
+        };
+        let first_step = self.step - losses.len() as u64;
+        let tensors: Vec<Tensor> = losses.iter().map(|(t, _)| t.shallow_clone()).collect();
+        let values: Vec<f64> = if tensors.is_empty() {
+            Vec::new()
+        } else {
+            let stacked = Tensor::f_stack(&tensors, 0)
+                .and_then(|t| t.f_to_kind(Kind::Double))
+                .and_then(|t| t.f_to_device(Device::Cpu))
+                .map_err(failed)?;
+            Vec::<f64>::try_from(&stacked).map_err(failed)?
+        };
+        let (mut sum, mut count) = (0.0, 0i64);
+        for (i, (value, (_, len))) in values.iter().zip(&losses).enumerate() {
+            let step = first_step + i as u64;
+            self.scalar("batch/loss", step as i64, *value);
+            if !value.is_finite() {
+                return Err(Stop::Diverged {
+                    reason: JobError::NonFinite {
+                        value: *value,
+                        epoch,
+                        step,
+                    }
+                    .to_string(),
+                });
+            }
+            sum += value * *len as f64;
+            count += len;
+        }
+        Ok(sum / count.max(1) as f64)
     }
 
     pub(crate) fn end_epoch(
@@ -587,7 +621,6 @@ pub fn train_pass(
                 None
             });
         }
-        let mut loss_sums = vec![0.0; trainees.len()];
         let trainees_len = trainees.iter().filter(|t| t.active()).count();
         for b in 0..steps_per_epoch {
             let first = b * bs;
@@ -599,22 +632,16 @@ pub fn train_pass(
             let label = pass.label.as_str();
             // Each head's step is independent of the others': on the CPU they run in parallel
             // (the numbers are the same as one after the other).
-            let step =
-                |(t, (metric, loss_sum)): (&mut Trainee, (&mut Option<MetricBox>, &mut f64))| {
-                    let Some(metric) = metric.as_mut().filter(|_| t.active()) else {
-                        return;
-                    };
-                    match t.train_step(&refs, target, metric, epoch) {
-                        Ok(loss) => *loss_sum += loss * len as f64,
-                        Err(stop) => {
-                            eprintln!("{label}: {}: stopped: {}", t.config, stop_reason(&stop));
-                            t.stop = Some(stop);
-                        }
-                    }
+            let step = |(t, metric): (&mut Trainee, &mut Option<MetricBox>)| {
+                let Some(metric) = metric.as_mut().filter(|_| t.active()) else {
+                    return;
                 };
-            let work = trainees
-                .iter_mut()
-                .zip(metrics.iter_mut().zip(loss_sums.iter_mut()));
+                if let Err(stop) = t.train_step(&refs, target, metric, epoch) {
+                    eprintln!("{label}: {}: stopped: {}", t.config, stop_reason(&stop));
+                    t.stop = Some(stop);
+                }
+            };
+            let work = trainees.iter_mut().zip(metrics.iter_mut());
             if pass.device == Device::Cpu && trainees_len > 1 {
                 work.collect::<Vec<_>>().into_par_iter().for_each(step);
             } else {
@@ -626,6 +653,19 @@ pub fn train_pass(
             let Some(metric) = metrics[i].take().filter(|_| t.active()) else {
                 continue;
             };
+            let loss = match t.take_epoch_loss(epoch) {
+                Ok(loss) => loss,
+                Err(stop) => {
+                    eprintln!(
+                        "{}: {}: stopped: {}",
+                        pass.label,
+                        t.config,
+                        stop_reason(&stop)
+                    );
+                    t.stop = Some(stop);
+                    continue;
+                }
+            };
             let outcome = (|| -> Result<_, JobError> {
                 let train_metrics: Vec<f64> = plugin(metric.compute())?.into_iter().collect();
                 let val = match pass.val {
@@ -636,7 +676,6 @@ pub fn train_pass(
             })();
             match outcome {
                 Ok((train_metrics, val)) => {
-                    let loss = loss_sums[i] / n as f64;
                     if summary.is_empty() {
                         summary = format!("loss {loss:.4}");
                     }
