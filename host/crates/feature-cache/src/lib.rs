@@ -8,7 +8,14 @@
 //! ```no_run
 //! # use virb_feature_cache::*;
 //! # fn main() -> Result<(), CacheError> {
-//! # let key: CacheKey = todo!();
+//! # let key = CacheKey {
+//! #     encoder_plugin: "virb-encoder-resnet".into(), encoder_plugin_version: "0.1.0".into(),
+//! #     encoder: "resnet50".into(), encoder_options: serde_json::json!({}),
+//! #     weights_sha256: "00".repeat(32), task: "CalTech-101".into(),
+//! #     task_plugin: "virb-task-classification".into(), task_plugin_version: "0.1.0".into(),
+//! #     split: "train".into(), image_size: 224, frames: 1, outputs: vec!["embedding".into()],
+//! #     dataset_fingerprint: "example".into(),
+//! # };
 //! let cache = Cache::open(Cache::default_dir()?)?;
 //! match cache.load(&key)? {
 //!     LoadOutcome::Loaded(arrays) => { /* use them */ }
@@ -16,7 +23,7 @@
 //!         if let LoadOutcome::Invalid { path, reason } = outcome {
 //!             eprintln!("feature cache: {} is corrupt ({reason}); re-encoding", path.display());
 //!         }
-//!         let features: Vec<u8> = todo!("encode");
+//!         let features: Vec<u8> = vec![0; 10 * 768 * 2]; // 10 encoded samples, float16
 //!         cache.store(&key, &[ArrayRef {
 //!             name: "features",
 //!             dtype: DType::F16,
