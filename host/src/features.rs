@@ -363,6 +363,20 @@ pub struct EncodeTimings {
     pub from_cache: bool,
 }
 
+impl std::ops::Add for EncodeTimings {
+    type Output = EncodeTimings;
+
+    /// Both splits' times; from the cache only if both came from it.
+    fn add(self, other: EncodeTimings) -> EncodeTimings {
+        EncodeTimings {
+            decode_s: self.decode_s + other.decode_s,
+            encode_s: self.encode_s + other.encode_s,
+            wall_s: self.wall_s + other.wall_s,
+            from_cache: self.from_cache && other.from_cache,
+        }
+    }
+}
+
 struct Batch {
     inputs: Tensor,
     targets: Tensor,

@@ -231,9 +231,7 @@ fn one(
             label: format!("{}/{}: encode test (tuned)", ft.exp.name, ft.job_name),
         },
     )?;
-    timings.decode_s += t.decode_s;
-    timings.encode_s += t.encode_s;
-    timings.wall_s += t.wall_s;
+    *timings = *timings + t;
     let test_len = crate::features::FeatureStore::len(&test);
     let (outcome, head) = trainee.finish(
         &test,

@@ -457,12 +457,7 @@ fn run_job(
     let (train_full, t_train) =
         split_features(ctx, ec, task, job, job_name, Split::Train, &train_ds)?;
     let (test, t_test) = split_features(ctx, ec, task, job, job_name, Split::Test, &test_ds)?;
-    let encode_timings = EncodeTimings {
-        decode_s: t_train.decode_s + t_test.decode_s,
-        encode_s: t_train.encode_s + t_test.encode_s,
-        wall_s: t_train.wall_s + t_test.wall_s,
-        from_cache: t_train.from_cache && t_test.from_cache,
-    };
+    let encode_timings = t_train + t_test;
     let split = match job.validation_fraction {
         Some(fraction) => Some(split_validation(
             &train_full,

@@ -16,8 +16,10 @@ pub fn write_selection(
     configs: &[&String],
 ) -> std::io::Result<Option<String>> {
     let exp_dir = out.join(experiment);
+    let prefix = format!("{job}-");
     let mut records: Vec<virb_report::Record> = std::fs::read_dir(&exp_dir)?
         .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
         .filter_map(|e| {
             let text = std::fs::read_to_string(e.path().join("results.json")).ok()?;
             virb_report::Record::parse(&text).ok().filter(|r| {
