@@ -139,7 +139,9 @@ pub fn split_validation(
             train.extend_from_slice(&members[k..]);
         }
     } else {
-        let k = ((n as f64 * fraction).round() as usize).clamp(1, (n as usize).saturating_sub(1));
+        // At least one sample on each side when there are two or more (else the error below).
+        let k = ((n as f64 * fraction).round() as usize).min((n as usize).saturating_sub(1));
+        let k = k.max(usize::from(n >= 2));
         val.extend_from_slice(&perm[..k]);
         train.extend_from_slice(&perm[k..]);
     }
@@ -561,4 +563,45 @@ pub fn read_batch(
         }
     }
     Ok((Tensor::f_stack(&inputs, 0)?, Tensor::f_stack(&targets, 0)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(labels: &[i64]) -> MemoryStore {
+        let n = labels.len() as i64;
+        MemoryStore {
+            features: vec![(
+                "embedding".into(),
+                Tensor::arange(n * 2, (Kind::Float, Device::Cpu)).reshape([n, 2]),
+            )],
+            targets: Tensor::from_slice(labels),
+            len: n,
+        }
+    }
+
+    #[test]
+    fn validation_split_is_stratified_seeded_and_refuses_too_little_data() {
+        let labels: Vec<i64> = (0..40).map(|i| i % 4).collect();
+        let s = split_validation(&store(&labels), 0.25, 7, true).expect("split");
+        assert!(s.stratified);
+        // 10 per class, a quarter rounded: 3 of each class held out.
+        assert_eq!((s.train.len, s.val.len), (28, 12));
+        let val = Vec::<i64>::try_from(&s.val.targets).expect("labels");
+        for c in 0..4 {
+            let k = val.iter().filter(|&&l| l == c).count();
+            assert_eq!(k, 3, "class {c}");
+        }
+        let again = split_validation(&store(&labels), 0.25, 7, true).expect("split");
+        assert!(again.val.targets.equal(&s.val.targets));
+        let plain = split_validation(&store(&labels), 0.25, 7, false).expect("split");
+        assert!(!plain.stratified);
+        assert_eq!(plain.val.len, 10);
+        // One sample cannot be split: an error, not a panic.
+        let err = split_validation(&store(&[0]), 0.5, 0, false)
+            .err()
+            .expect("error");
+        assert!(err.to_string().contains("validation_fraction"), "{err}");
+    }
 }

@@ -1,5 +1,6 @@
-//! Training a head on cached features: optimisers and schedulers with PyTorch's semantics
-//! (schedulers really step: per epoch for StepLR and OneCycle, per batch for Poly), then a
+//! Training heads on cached features: every config of a job in one pass over the batches,
+//! optimisers and schedulers with PyTorch's semantics (schedulers really step: per epoch for
+//! StepLR and OneCycle, per batch for Poly), per-epoch validation, checkpoints, then a
 //! dataset-level evaluation on the whole test split.
 use crate::config::{JobConfig, OptimizerKind, SchedulerConfig, TrainingConfig};
 use crate::error::{plugin, JobError};
@@ -7,14 +8,14 @@ use crate::features::FeatureStore;
 use crate::progress::Progress;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-
-pub mod checkpoint;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 use virb_plugin_api::{
     abi_stable::std_types::{RSlice, RStr},
     HeadBox, MetricBox, NamedTensorRef, TensorRef,
 };
+
+pub mod checkpoint;
 
 /// Adam or SGD over a list of parameters, updated in place.
 pub struct Optimizer {
