@@ -177,16 +177,9 @@ fn main() -> ExitCode {
             }
         }
         Command::Cache { cache_dir, clear } => {
-            let dir = match cache_dir
-                .map(Ok)
-                .unwrap_or_else(virb_feature_cache::Cache::default_dir)
-            {
-                Ok(d) => d,
-                Err(e) => return fail(&e.to_string()),
-            };
-            let cache = match virb_feature_cache::Cache::open(dir) {
+            let cache = match open_cache(cache_dir) {
                 Ok(c) => c,
-                Err(e) => return fail(&e.to_string()),
+                Err(e) => return fail(&e),
             };
             let outcome = if clear {
                 cache
@@ -287,14 +280,7 @@ fn main() -> ExitCode {
             let cache = if no_cache {
                 None
             } else {
-                let dir = match cache_dir
-                    .map(Ok)
-                    .unwrap_or_else(virb_feature_cache::Cache::default_dir)
-                {
-                    Ok(d) => d,
-                    Err(e) => return fail(&e.to_string()),
-                };
-                match virb_feature_cache::Cache::open(dir) {
+                match open_cache(cache_dir) {
                     Ok(c) => {
                         // Temporary files of writers killed long ago.
                         let _ = c.clean_stale_temps(std::time::Duration::from_secs(24 * 3600));
@@ -359,6 +345,15 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The feature cache in `dir`, or in the default folder.
+fn open_cache(dir: Option<PathBuf>) -> Result<virb_feature_cache::Cache, String> {
+    let dir = match dir {
+        Some(d) => d,
+        None => virb_feature_cache::Cache::default_dir().map_err(|e| e.to_string())?,
+    };
+    virb_feature_cache::Cache::open(dir).map_err(|e| e.to_string())
 }
 
 fn fail(message: &str) -> ExitCode {
