@@ -1,5 +1,7 @@
 //! Experiment lists and virb configs: ViRB's YAML files load unchanged; unknown keys and bad values
 //! are errors naming the file, line, job and key.
+use crate::names::{self, NameKind};
+use crate::yaml_index::YamlIndex;
 use indexmap::IndexMap;
 use serde::{de, Deserialize, Deserializer, Serialize};
 use std::{
@@ -33,6 +35,8 @@ pub struct Experiment {
     pub weights: PathBuf,
     /// Encoder options, as a JSON object.
     pub options: serde_json::Value,
+    /// The line of its entry in the experiment list.
+    pub line: Option<usize>,
 }
 
 /// An experiment list entry: `name: path` (ViRB) or `name: {weights, encoder, options}`.
@@ -83,8 +87,17 @@ impl<'de> Deserialize<'de> for ExperimentEntry {
 /// Reads an experiment list.
 pub fn load_experiment_list(path: &Path) -> Result<Vec<Experiment>, ConfigError> {
     let text = read(path)?;
+    let index = YamlIndex::new(&text);
+    check_duplicates(path, &index, "experiment")?;
     let entries: IndexMap<String, ExperimentEntry> =
         serde_yaml::from_str(&text).map_err(|e| yaml_error(path, e))?;
+    for name in entries.keys() {
+        names::check(NameKind::Experiment, name).map_err(|message| ConfigError {
+            file: path.to_path_buf(),
+            line: index.line(&[name]),
+            message,
+        })?;
+    }
     if entries.is_empty() {
         return Err(ConfigError {
             file: path.to_path_buf(),
@@ -95,6 +108,7 @@ pub fn load_experiment_list(path: &Path) -> Result<Vec<Experiment>, ConfigError>
     Ok(entries
         .into_iter()
         .map(|(name, e)| Experiment {
+            line: index.line(&[&name]),
             name,
             encoder: e.encoder.unwrap_or_else(|| DEFAULT_ENCODER.to_string()),
             weights: PathBuf::from(e.weights),
@@ -260,51 +274,129 @@ impl JobConfig {
 }
 
 /// A virb config file: jobs in file order.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct VirbConfig {
     /// The file.
     pub path: PathBuf,
     /// Jobs by name (the task key).
     pub jobs: IndexMap<String, JobConfig>,
+    /// Where each key is in the file.
+    pub index: YamlIndex,
+}
+
+impl VirbConfig {
+    /// A [`names::PlanError`] at the line of the entry at fault.
+    pub fn plan_error(&self, e: names::PlanError) -> ConfigError {
+        let mut path = vec![e.at.job.as_str()];
+        if let Some(c) = &e.at.config {
+            path.extend(["training_configs", c.as_str()]);
+        }
+        ConfigError {
+            file: self.path.clone(),
+            line: self.index.line(&path),
+            message: e.message,
+        }
+    }
+
+    /// An error at `key` (a path below the job, e.g. `["training_configs", "a", "lr"]`) of job
+    /// `job`, with the line of the key (or of its deepest ancestor in the file).
+    pub fn error(&self, job: &str, key: &[&str], message: impl std::fmt::Display) -> ConfigError {
+        let mut path = vec![job];
+        path.extend_from_slice(key);
+        ConfigError {
+            file: self.path.clone(),
+            line: self.index.line(&path),
+            message: if key.is_empty() {
+                format!("job `{job}`: {message}")
+            } else {
+                format!("job `{job}`: `{}`: {message}", key.join("."))
+            },
+        }
+    }
 }
 
 /// Reads and validates a virb config.
 pub fn load_virb_config(path: &Path) -> Result<VirbConfig, ConfigError> {
     let text = read(path)?;
+    let index = YamlIndex::new(&text);
+    check_duplicates(path, &index, "job")?;
     let jobs: IndexMap<String, JobConfig> =
         serde_yaml::from_str(&text).map_err(|e| yaml_error(path, e))?;
-    if jobs.is_empty() {
+    let config = VirbConfig {
+        path: path.to_path_buf(),
+        jobs,
+        index,
+    };
+    if config.jobs.is_empty() {
         return Err(ConfigError {
             file: path.to_path_buf(),
             line: None,
             message: "the virb config has no jobs".into(),
         });
     }
-    for (name, job) in &jobs {
-        validate(job).map_err(|(key, message)| ConfigError {
-            file: path.to_path_buf(),
-            line: locate(&text, name, key.as_deref()),
-            message: match key {
-                Some(key) => format!("job `{name}`: `{key}`: {message}"),
-                None => format!("job `{name}`: {message}"),
-            },
+    let name_error = |key: &[&str], message: String| ConfigError {
+        file: path.to_path_buf(),
+        line: config.index.line(key),
+        message,
+    };
+    for (name, job) in &config.jobs {
+        names::check(NameKind::Job, name).map_err(|m| name_error(&[name], m))?;
+        for cfg in job.training_configs.keys() {
+            names::check(NameKind::Config, cfg).map_err(|m| {
+                name_error(
+                    &[name, "training_configs", cfg],
+                    format!("job `{name}`: {m}"),
+                )
+            })?;
+        }
+        validate(job).map_err(|(key, message)| {
+            let key: Vec<&str> = key.iter().map(String::as_str).collect();
+            config.error(name, &key, message)
         })?;
     }
-    Ok(VirbConfig {
-        path: path.to_path_buf(),
-        jobs,
+    names::plan_collisions(config.jobs.iter().flat_map(|(job, j)| {
+        j.training_configs
+            .keys()
+            .map(move |c| (job.as_str(), c.as_str()))
+    }))
+    .map_err(|e| config.plan_error(e))?;
+    Ok(config)
+}
+
+/// Refuses a key given twice in one mapping (serde_yaml would keep the last one silently).
+/// `top` names what the top-level keys are (`job`, `experiment`).
+fn check_duplicates(path: &Path, index: &YamlIndex, top: &str) -> Result<(), ConfigError> {
+    let Some(d) = index.duplicates.first() else {
+        return Ok(());
+    };
+    let what = match d.path.as_slice() {
+        [name] => format!("{top} `{name}`"),
+        [job, tc, cfg] if top == "job" && tc == "training_configs" => {
+            format!("training config `{cfg}` of job `{job}`")
+        }
+        [first, rest @ ..] => format!("key `{}` of {top} `{first}`", rest.join(".")),
+        [] => "a key".to_string(),
+    };
+    Err(ConfigError {
+        file: path.to_path_buf(),
+        line: Some(d.second),
+        message: format!(
+            "{what} is given twice (lines {} and {}); YAML would keep only the last one, so rename or remove one",
+            d.first, d.second
+        ),
     })
 }
 
-type Invalid = (Option<String>, String);
+/// A key (as a path below the job) and what is wrong with it.
+type Invalid = (Vec<String>, String);
 
 /// Checks what depends on the kind of task: a training task needs training configs and epochs;
 /// an eval-only task trains nothing. Returns `(key, message)` on error.
-pub fn check_job_for_task(job: &JobConfig, eval_only: bool) -> Result<(), (String, String)> {
+pub fn check_job_for_task(job: &JobConfig, eval_only: bool) -> Result<(), (&'static str, String)> {
     if eval_only {
         if !job.training_configs.is_empty() {
             return Err((
-                "training_configs".into(),
+                "training_configs",
                 "the task is eval-only (it evaluates heads trained by another job); remove training_configs".into(),
             ));
         }
@@ -315,7 +407,7 @@ pub fn check_job_for_task(job: &JobConfig, eval_only: bool) -> Result<(), (Strin
         ] {
             if set {
                 return Err((
-                    key.into(),
+                    key,
                     "does not apply to an eval-only task: it evaluates every seed's head of the job it names; remove the key".into(),
                 ));
             }
@@ -324,16 +416,16 @@ pub fn check_job_for_task(job: &JobConfig, eval_only: bool) -> Result<(), (Strin
     }
     if job.training_configs.is_empty() {
         return Err((
-            "training_configs".into(),
+            "training_configs",
             "needs at least one training config".into(),
         ));
     }
     if job.num_epochs == 0 {
-        return Err(("num_epochs".into(), "must be at least 1".into()));
+        return Err(("num_epochs", "must be at least 1".into()));
     }
     if job.train_encoder && job.validation_fraction.is_some() {
         return Err((
-            "validation_fraction".into(),
+            "validation_fraction",
             "is not supported with `train_encoder: true` yet; remove one of them".into(),
         ));
     }
@@ -341,7 +433,7 @@ pub fn check_job_for_task(job: &JobConfig, eval_only: bool) -> Result<(), (Strin
 }
 
 fn bad(key: &str, message: impl Into<String>) -> Invalid {
-    (Some(key.to_string()), message.into())
+    (vec![key.to_string()], message.into())
 }
 
 fn validate(job: &JobConfig) -> Result<(), Invalid> {
@@ -381,44 +473,48 @@ fn validate(job: &JobConfig) -> Result<(), Invalid> {
         }
     }
     for (name, cfg) in &job.training_configs {
-        let key = |k: &str| format!("training_configs.{name}.{k}");
+        let bad = |k: &str, message: &dyn fmt::Display| -> Invalid {
+            let mut path = vec!["training_configs".to_string(), name.clone()];
+            path.extend(k.split('.').map(String::from));
+            (path, message.to_string())
+        };
         if !(cfg.lr.is_finite() && cfg.lr > 0.0) {
             return Err(bad(
-                &key("lr"),
-                format!("must be a positive number, got {}", cfg.lr),
+                "lr",
+                &format!("must be a positive number, got {}", cfg.lr),
             ));
         }
         if let Some(m) = cfg.momentum {
             if !(0.0..1.0).contains(&m) {
-                return Err(bad(&key("momentum"), format!("must be in [0, 1), got {m}")));
+                return Err(bad("momentum", &format!("must be in [0, 1), got {m}")));
             }
             if cfg.optimizer == OptimizerKind::Adam {
                 return Err(bad(
-                    &key("momentum"),
-                    "applies to `sgd` only (Adam uses fixed betas)",
+                    "momentum",
+                    &"applies to `sgd` only (Adam uses fixed betas)",
                 ));
             }
         }
         if let Some(wd) = cfg.weight_decay {
             if !(wd.is_finite() && wd >= 0.0) {
-                return Err(bad(&key("weight_decay"), format!("must be >= 0, got {wd}")));
+                return Err(bad("weight_decay", &format!("must be >= 0, got {wd}")));
             }
         }
         if cfg.nesterov == Some(true)
             && (cfg.optimizer != OptimizerKind::Sgd || cfg.momentum.unwrap_or(0.0) <= 0.0)
         {
             return Err(bad(
-                &key("nesterov"),
-                "needs `optimizer: sgd` with a positive momentum",
+                "nesterov",
+                &"needs `optimizer: sgd` with a positive momentum",
             ));
         }
         match &cfg.scheduler {
             Some(SchedulerConfig::StepLR { step_size, gamma }) => {
                 if *step_size == 0 {
-                    return Err(bad(&key("scheduler.step_size"), "must be at least 1"));
+                    return Err(bad("scheduler.step_size", &"must be at least 1"));
                 }
                 if !(gamma.is_finite() && *gamma > 0.0) {
-                    return Err(bad(&key("scheduler.gamma"), "must be positive"));
+                    return Err(bad("scheduler.gamma", &"must be positive"));
                 }
             }
             Some(SchedulerConfig::OneCycle {
@@ -427,57 +523,21 @@ fn validate(job: &JobConfig) -> Result<(), Invalid> {
                 final_div_factor,
             }) => {
                 if !(*pct_start > 0.0 && *pct_start < 1.0) {
-                    return Err(bad(&key("scheduler.pct_start"), "must be in (0, 1)"));
+                    return Err(bad("scheduler.pct_start", &"must be in (0, 1)"));
                 }
                 if !(*div_factor > 0.0 && *final_div_factor > 0.0) {
-                    return Err(bad(&key("scheduler"), "div factors must be positive"));
+                    return Err(bad("scheduler", &"div factors must be positive"));
                 }
             }
             Some(SchedulerConfig::Poly { exponent })
                 if !(exponent.is_finite() && *exponent > 0.0) =>
             {
-                return Err(bad(&key("scheduler.exponent"), "must be positive"));
+                return Err(bad("scheduler.exponent", &"must be positive"));
             }
             Some(SchedulerConfig::Poly { .. }) | None => {}
         }
     }
     Ok(())
-}
-
-/// Finds the line of `key` (a dotted path below the job) within job `job`'s block.
-pub(crate) fn locate(text: &str, job: &str, key: Option<&str>) -> Option<usize> {
-    let lines: Vec<&str> = text.lines().collect();
-    let is_job = |l: &str| {
-        let t = l.trim_end();
-        !l.starts_with([' ', '\t', '#'])
-            && (t.starts_with(&format!("{job}:"))
-                || t.starts_with(&format!("\"{job}\":"))
-                || t.starts_with(&format!("'{job}':")))
-    };
-    let start = lines.iter().position(|l| is_job(l))?;
-    let Some(key) = key else {
-        return Some(start + 1);
-    };
-    let mut line = start;
-    for part in key.split('.') {
-        let found = lines
-            .iter()
-            .enumerate()
-            .skip(line + 1)
-            .take_while(|(_, l)| {
-                l.starts_with([' ', '\t']) || l.trim().is_empty() || l.trim_start().starts_with('#')
-            })
-            .find(|(_, l)| {
-                let t = l.trim_start();
-                t.starts_with(&format!("{part}:")) || t.starts_with(&format!("\"{part}\":"))
-            })
-            .map(|(i, _)| i);
-        match found {
-            Some(i) => line = i,
-            None => break,
-        }
-    }
-    Some(line + 1)
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {

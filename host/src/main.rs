@@ -2,17 +2,24 @@
 //! Tasks and encoders come from plugins (`.so` files in the plugin folders).
 #![deny(missing_docs)]
 
+mod cli;
 mod config;
+mod elf;
 mod error;
+mod eval_only;
 mod features;
 mod finetune;
+mod fixtures;
 mod libtorch;
+mod names;
 mod plugins;
+mod preflight;
 mod progress;
 mod results;
 mod runner;
 mod selection;
 mod train;
+mod yaml_index;
 
 use clap::{Parser, Subcommand};
 use std::{path::PathBuf, process::ExitCode};
@@ -55,10 +62,10 @@ enum Command {
         #[arg(long, default_value = "auto")]
         device: String,
         /// libtorch intra-op threads (default: libtorch's choice).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true, value_parser = cli::threads)]
         threads: Option<i32>,
         /// Image decoding threads (default: number of CPUs).
-        #[arg(long = "decode-workers")]
+        #[arg(long = "decode-workers", allow_negative_numbers = true, value_parser = cli::workers)]
         decode_workers: Option<usize>,
         /// Rerun every config, even those whose results are complete (they are overwritten only
         /// when the new result is written).
@@ -74,7 +81,9 @@ enum Command {
         #[arg(
             long = "checkpoint-every",
             default_value_t = 60.0,
-            value_name = "SECONDS"
+            value_name = "SECONDS",
+            allow_negative_numbers = true,
+            value_parser = cli::seconds
         )]
         checkpoint_every: f64,
     },
@@ -114,21 +123,25 @@ enum Command {
         task: String,
         /// Data root to write under (the task's own folder is created inside).
         data_root: PathBuf,
-        /// Number of classes.
-        #[arg(long, default_value_t = 5)]
+        /// Number of classes (at least 2; each task has its own maximum).
+        #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = cli::classes)]
         classes: u32,
-        /// Training images per class.
-        #[arg(long = "train-per-class", default_value_t = 12)]
+        /// Training images per class (at least 1).
+        #[arg(long = "train-per-class", default_value_t = 12, allow_negative_numbers = true, value_parser = cli::samples)]
         train_per_class: u32,
-        /// Test images per class.
-        #[arg(long = "test-per-class", default_value_t = 8)]
+        /// Test images per class (at least 1).
+        #[arg(long = "test-per-class", default_value_t = 8, allow_negative_numbers = true, value_parser = cli::samples)]
         test_per_class: u32,
-        /// Approximate image side in pixels.
-        #[arg(long = "image-size", default_value_t = 96)]
+        /// Approximate image side in pixels (16 to 4096).
+        #[arg(long = "image-size", default_value_t = 96, allow_negative_numbers = true, value_parser = cli::image_side)]
         image_size: u32,
         /// Random seed.
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = cli::seed)]
         seed: u64,
+        /// Replace the task's folder if it exists (otherwise an existing folder is an error: the
+        /// new files would mix with the old ones).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -234,27 +247,24 @@ fn main() -> ExitCode {
             test_per_class,
             image_size,
             seed,
+            force,
         } => {
             let reg = plugins::Registry::load(dirs);
             warn_rejected(&reg);
-            let entry = match reg.task(&task) {
-                Ok(e) => e,
-                Err(e) => return fail(&e),
-            };
-            let result = entry.task.write_fixture(FixtureRequest {
+            let request = FixtureRequest {
                 data_root: data_root.to_string_lossy().as_ref().into(),
                 classes,
                 train_per_class,
                 test_per_class,
                 image_size,
                 seed,
-            });
-            match result.into_result() {
+            };
+            match fixtures::write(&reg, &task, &data_root, request, force) {
                 Ok(summary) => {
                     println!("{summary}");
                     ExitCode::SUCCESS
                 }
-                Err(e) => fail(&e.to_string()),
+                Err(e) => fail(&e),
             }
         }
         Command::Run {
@@ -271,7 +281,7 @@ fn main() -> ExitCode {
             checkpoint_every,
         } => {
             if let Some(n) = threads {
-                tch::set_num_threads(n.max(1));
+                tch::set_num_threads(n);
             }
             let device = match libtorch::resolve_device(&device) {
                 Ok(d) => d,
@@ -289,9 +299,6 @@ fn main() -> ExitCode {
                     Err(e) => return fail(&format!("{e} (or pass --no-cache)")),
                 }
             };
-            if !(checkpoint_every.is_finite() && checkpoint_every >= 0.0) {
-                return fail("--checkpoint-every must be a number of seconds >= 0");
-            }
             let reg = plugins::Registry::load(dirs);
             warn_rejected(&reg);
             let opts = runner::RunOptions {

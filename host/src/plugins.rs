@@ -294,6 +294,14 @@ pub fn accepted_api_range() -> String {
 }
 
 fn load_file(path: &Path) -> Result<Loaded, Rejected> {
+    // A truncated library would be mapped anyway and kill the process with SIGBUS on first use.
+    crate::elf::check_file(path).map_err(|why| {
+        reject(
+            path,
+            why,
+            "replace the file with a complete build of the plugin, or remove it from the plugin folder",
+        )
+    })?;
     // SAFETY: loading a library runs its initialisers; plugins are trusted code by design.
     let lib = unsafe { libloading::Library::new(path) }.map_err(|e| {
         reject(

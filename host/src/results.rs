@@ -305,7 +305,16 @@ pub fn write_head(path: &Path, tensors: &[(String, tch::Tensor)]) -> std::io::Re
             .iter()
             .map(|(n, t)| (n.clone(), t.to_device(tch::Device::Cpu).contiguous()))
             .collect();
-        tch::Tensor::write_safetensors(&cpu, tmp).map_err(std::io::Error::other)
+        // Create the file first: an unwritable folder is then a plain I/O error ("Permission
+        // denied") rather than the safetensors crate's debug dump of it.
+        std::fs::File::create(tmp)?;
+        tch::Tensor::write_safetensors(&cpu, tmp).map_err(|e| {
+            let text = e.to_string();
+            std::io::Error::other(format!(
+                "cannot write safetensors: {}",
+                text.lines().next().unwrap_or("unknown error")
+            ))
+        })
     })
 }
 

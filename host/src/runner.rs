@@ -30,6 +30,10 @@ use virb_plugin_api::{
     LIBTORCH_VERSION, PLUGIN_API_VERSION,
 };
 
+/// Most outputs a head may have: more than any real label set (ImageNet-21k has 21,841), far
+/// fewer than a typo in a label file asks for.
+pub const MAX_OUTPUTS: u32 = 100_000;
+
 /// Options of one run.
 pub struct RunOptions {
     /// Experiment list file.
@@ -71,18 +75,18 @@ pub enum SetupError {
     Other(String),
 }
 
-struct Ctx<'a> {
-    opts: &'a RunOptions,
-    registry: &'a Registry,
-    pool: rayon::ThreadPool,
+pub(crate) struct Ctx<'a> {
+    pub(crate) opts: &'a RunOptions,
+    pub(crate) registry: &'a Registry,
+    pub(crate) pool: rayon::ThreadPool,
 }
 
 /// An experiment: its encoder entry, weights hash and (once needed) the loaded encoder.
-struct ExpCtx<'a> {
-    exp: &'a Experiment,
-    entry: &'a EncoderEntry,
-    weights_sha256: String,
-    encoder: Option<Result<EncoderBox, String>>,
+pub(crate) struct ExpCtx<'a> {
+    pub(crate) exp: &'a Experiment,
+    pub(crate) entry: &'a EncoderEntry,
+    pub(crate) weights_sha256: String,
+    pub(crate) encoder: Option<Result<EncoderBox, String>>,
 }
 
 impl ExpCtx<'_> {
@@ -103,23 +107,15 @@ pub fn run(opts: &RunOptions, registry: &Registry) -> Result<RunSummary, SetupEr
     let experiments = config::load_experiment_list(&opts.experiment_list)?;
     let virb = config::load_virb_config(&opts.virb_configs)?;
     // Check everything that can be checked before any work starts.
-    let config_text = std::fs::read_to_string(&virb.path).unwrap_or_default();
     for (name, job) in &virb.jobs {
-        let entry = registry.task(&job.task).map_err(|e| {
-            let line = config::locate(&config_text, name, Some("task"));
-            ConfigError {
-                file: virb.path.clone(),
-                line,
-                message: format!("job `{name}`: `task`: {e}"),
-            }
-        })?;
+        let entry = registry
+            .task(&job.task)
+            .map_err(|e| virb.error(name, &["task"], e))?;
         let eval_only = !entry.info.evaluates_heads_of.is_empty();
-        config::check_job_for_task(job, eval_only).map_err(|(key, message)| ConfigError {
-            file: virb.path.clone(),
-            line: config::locate(&config_text, name, Some(&key)),
-            message: format!("job `{name}`: `{key}`: {message}"),
-        })?;
+        config::check_job_for_task(job, eval_only)
+            .map_err(|(key, message)| virb.error(name, &[key], message))?;
     }
+    crate::preflight::check_eval_only_names(&virb, registry)?;
     // Eval-only jobs evaluate heads that training jobs write: run them last.
     let mut jobs: Vec<(&String, &JobConfig)> = virb.jobs.iter().collect();
     jobs.sort_by_key(|(_, job)| {
@@ -131,10 +127,11 @@ pub fn run(opts: &RunOptions, registry: &Registry) -> Result<RunSummary, SetupEr
     for exp in &experiments {
         registry.encoder(&exp.encoder).map_err(|e| ConfigError {
             file: opts.experiment_list.clone(),
-            line: None,
+            line: exp.line,
             message: format!("experiment `{}`: {e}", exp.name),
         })?;
     }
+    crate::preflight::check_out_dir(&opts.out)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.decode_workers.max(1))
         .thread_name(|i| format!("virb-decode-{i}"))
@@ -151,9 +148,18 @@ pub fn run(opts: &RunOptions, registry: &Registry) -> Result<RunSummary, SetupEr
             .encoder(&exp.encoder)
             .map_err(JobError::Other)
             .and_then(|entry| {
-                if !exp.weights.is_file() {
+                let what = if exp.weights.is_dir() {
+                    "is a folder, not a weights file"
+                } else if !exp.weights.exists() {
+                    "not found"
+                } else if !exp.weights.is_file() {
+                    "is not a regular file"
+                } else {
+                    ""
+                };
+                if !what.is_empty() {
                     return Err(JobError::Other(format!(
-                        "weights file {} not found (experiment `{}` in {}); fix the path in the experiment list",
+                        "weights file {} {what} (experiment `{}` in {}); fix the path in the experiment list",
                         exp.weights.display(),
                         exp.name,
                         opts.experiment_list.display()
@@ -201,7 +207,7 @@ fn failed_rows(exp: &Experiment, job_name: &str, job: &JobConfig, error: &str) -
         .collect()
 }
 
-fn failed_row(exp: &Experiment, job_name: &str, cfg: &str, error: &str) -> Row {
+pub(crate) fn failed_row(exp: &Experiment, job_name: &str, cfg: &str, error: &str) -> Row {
     Row {
         experiment: exp.name.clone(),
         job: job_name.to_string(),
@@ -233,7 +239,7 @@ fn load_encoder(
 
 /// What a job's results depend on besides the training config: hashed into every result so
 /// that a rerun with other settings, weights, data or plugins is not mistaken for complete.
-fn job_identity(
+pub(crate) fn job_identity(
     ctx: &Ctx<'_>,
     ec: &ExpCtx<'_>,
     task: &TaskEntry,
@@ -268,17 +274,47 @@ fn config_hash(identity: &serde_json::Value, cfg: &TrainingConfig, job: &JobConf
     }))
 }
 
-/// The row of a complete result in `dir` written for `hash`, if there is one.
-fn complete_row(dir: &Path, hash: &str) -> Option<Row> {
-    let text = std::fs::read_to_string(dir.join("results.json")).ok()?;
+/// The row of a complete result in `dir` written for `hash`, if there is one. Complete means the
+/// result was written for these settings and every head it names is still the file it was
+/// written with; a result whose head was deleted or changed is redone (and says so).
+pub(crate) fn complete_row(dir: &Path, hash: &str) -> Option<Row> {
+    let path = dir.join("results.json");
+    let text = std::fs::read_to_string(&path).ok()?;
     let r: serde_json::Value = serde_json::from_str(&text).ok()?;
     if r["schema"] != results::SCHEMA || r["config_hash"] != hash {
         return None;
     }
-    Some(row_of(&r, &dir.join("results.json"), "done earlier: "))
+    if let Err(why) = verify_heads(dir, &r) {
+        eprintln!("{}: {why}; redoing it", path.display());
+        return None;
+    }
+    Some(row_of(&r, &path, "done earlier: "))
 }
 
-fn row_of(r: &serde_json::Value, path: &Path, prefix: &str) -> Row {
+/// Checks every head a result names against the SHA-256 recorded with it.
+fn verify_heads(dir: &Path, r: &serde_json::Value) -> Result<(), String> {
+    let runs = r["runs"].as_array().map(Vec::as_slice).unwrap_or_default();
+    for run in runs {
+        let (Some(file), Some(sha)) = (run["head_file"].as_str(), run["head_sha256"].as_str())
+        else {
+            continue;
+        };
+        let head = dir.join(file);
+        match sha256_file(&head) {
+            Ok(actual) if actual == sha => {}
+            Ok(_) => {
+                return Err(format!(
+                    "its head {} was changed since it was written",
+                    head.display()
+                ))
+            }
+            Err(_) => return Err(format!("its head {} is missing", head.display())),
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn row_of(r: &serde_json::Value, path: &Path, prefix: &str) -> Row {
     let primary = r["primary_metric"].as_str().unwrap_or("metric").to_string();
     let value = match (r["status"].as_str(), r["test_metrics"][&primary].as_f64()) {
         (Some("diverged"), _) => "diverged".to_string(),
@@ -299,7 +335,7 @@ fn row_of(r: &serde_json::Value, path: &Path, prefix: &str) -> Row {
     }
 }
 
-fn open_split(
+pub(crate) fn open_split(
     ctx: &Ctx<'_>,
     task: &TaskEntry,
     job: &JobConfig,
@@ -316,7 +352,7 @@ fn open_split(
 /// Features of one split: from the verified on-disk cache when it has them, else encoded (and
 /// then cached).
 #[allow(clippy::too_many_arguments)]
-fn split_features(
+pub(crate) fn split_features(
     ctx: &Ctx<'_>,
     ec: &mut ExpCtx<'_>,
     task: &TaskEntry,
@@ -375,7 +411,7 @@ fn run_job(
 ) -> Result<Vec<Row>, JobError> {
     let task = ctx.registry.task(&job.task).map_err(JobError::Other)?;
     if !task.info.evaluates_heads_of.is_empty() {
-        return run_eval_job(ctx, ec, job_name, job, task);
+        return crate::eval_only::run_eval_job(ctx, ec, job_name, job, task);
     }
     let exp = ec.exp;
     let identity = job_identity(ctx, ec, task, job);
@@ -414,6 +450,12 @@ fn run_job(
             job.task,
             only(&train_meta.class_names, &test_meta.class_names),
             only(&test_meta.class_names, &train_meta.class_names)
+        )));
+    }
+    if train_meta.num_outputs > MAX_OUTPUTS {
+        return Err(JobError::Other(format!(
+            "{}: the data set asks for a head with {} outputs ({}); virb allows at most {MAX_OUTPUTS}; check the labels",
+            job.task, train_meta.num_outputs, train_meta.source
         )));
     }
     let provided: Vec<String> = ec
@@ -594,7 +636,7 @@ pub fn run_record(outcome: &RunOutcome, names: &[String]) -> RunRecord {
     }
 }
 
-fn metric_names(task: &TaskEntry) -> Vec<String> {
+pub(crate) fn metric_names(task: &TaskEntry) -> Vec<String> {
     task.info
         .metrics
         .iter()
@@ -889,23 +931,23 @@ fn finish_job(
 
 /// The parts of a `results.json` that differ between training and eval-only jobs.
 pub struct RecordParts<'a> {
-    job_name: &'a str,
-    cfg_name: &'a str,
-    config_hash: String,
-    hyper: serde_json::Value,
-    train_encoder: bool,
-    epochs: u32,
-    runs: Vec<RunRecord>,
-    train_size: i64,
-    test_size: i64,
-    validation: Option<(f64, i64, bool)>,
-    num_outputs: u32,
-    timings: EncodeTimings,
-    evaluated_head: Option<String>,
+    pub(crate) job_name: &'a str,
+    pub(crate) cfg_name: &'a str,
+    pub(crate) config_hash: String,
+    pub(crate) hyper: serde_json::Value,
+    pub(crate) train_encoder: bool,
+    pub(crate) epochs: u32,
+    pub(crate) runs: Vec<RunRecord>,
+    pub(crate) train_size: i64,
+    pub(crate) test_size: i64,
+    pub(crate) validation: Option<(f64, i64, bool)>,
+    pub(crate) num_outputs: u32,
+    pub(crate) timings: EncodeTimings,
+    pub(crate) evaluated_head: Option<String>,
 }
 
 /// Writes `results.json` (last, atomically: its presence means the result is complete).
-fn write_record(
+pub(crate) fn write_record(
     ctx: &Ctx<'_>,
     ec: &ExpCtx<'_>,
     task: &TaskEntry,
@@ -1024,163 +1066,4 @@ fn write_record(
     let value = serde_json::to_value(&record)
         .map_err(|e| JobError::Other(format!("cannot serialise the result: {e}")))?;
     Ok(row_of(&value, &path, ""))
-}
-
-/// Evaluates, on the eval-only task's test split, every head that the task it names trained
-/// for this experiment (found in `--out`), without training: each seed's head, with the mean
-/// and standard deviation over seeds.
-fn run_eval_job(
-    ctx: &Ctx<'_>,
-    ec: &mut ExpCtx<'_>,
-    job_name: &str,
-    job: &JobConfig,
-    task: &TaskEntry,
-) -> Result<Vec<Row>, JobError> {
-    let exp = ec.exp;
-    let source = task.info.evaluates_heads_of.to_string();
-    let exp_dir = ctx.opts.out.join(&exp.name);
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&exp_dir)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    dirs.sort();
-    let heads: Vec<(PathBuf, serde_json::Value)> = dirs
-        .into_iter()
-        .filter_map(|dir| {
-            let text = std::fs::read_to_string(dir.join("results.json")).ok()?;
-            let r: serde_json::Value = serde_json::from_str(&text).ok()?;
-            (r["schema"] == results::SCHEMA
-                && r["task"]["name"] == source.as_str()
-                && r["evaluated_head"].is_null()
-                && r["status"] == "ok")
-                .then_some((dir, r))
-        })
-        .collect();
-    if heads.is_empty() {
-        return Err(JobError::Other(format!(
-            "{}: no trained {source} head for experiment `{}` in {}; run a job with `task: {source}` for this experiment first (same --out), then this one",
-            job.task,
-            exp.name,
-            exp_dir.display()
-        )));
-    }
-    let identity = job_identity(ctx, ec, task, job);
-    let mut rows = Vec::new();
-    let mut pending = Vec::new();
-    for (dir, r) in heads {
-        let config = r["config"].as_str().unwrap_or("head").to_string();
-        let hash = hash_json(&serde_json::json!({"job": identity, "source": r["config_hash"]}));
-        let out_dir = results::result_dir(&ctx.opts.out, &exp.name, job_name, &config);
-        match complete_row(&out_dir, &hash) {
-            Some(row) if !ctx.opts.force => rows.push(row),
-            _ => pending.push((dir, r, config, hash)),
-        }
-    }
-    if pending.is_empty() {
-        return Ok(rows);
-    }
-    let test_ds = open_split(ctx, task, job, Split::Test)?;
-    let test_meta = plugin(test_ds.meta())?;
-    let (test, timings) = split_features(ctx, ec, task, job, job_name, Split::Test, &test_ds)?;
-    let features = test.feature_specs();
-    let names = metric_names(task);
-    for (dir, r, config, hash) in pending {
-        let folder = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let outcome = (|| -> Result<Row, JobError> {
-            let num_outputs = r["num_outputs"].as_u64().unwrap_or(0) as u32;
-            if test_meta.num_outputs > num_outputs {
-                return Err(JobError::Other(format!(
-                    "{}: labels go up to {} but the {source} head in {} has {num_outputs} outputs",
-                    job.task,
-                    test_meta.num_outputs.saturating_sub(1),
-                    dir.display()
-                )));
-            }
-            let source_runs: Vec<RunRecord> =
-                serde_json::from_value(r["runs"].clone()).unwrap_or_default();
-            let mut runs = Vec::new();
-            for src in source_runs.iter().filter(|s| s.status == "ok") {
-                let Some(head_name) = &src.head_file else {
-                    continue;
-                };
-                let head_file = dir.join(head_name);
-                let state = tch::Tensor::read_safetensors(&head_file).map_err(|e| {
-                    JobError::Other(format!("cannot read head {}: {e}", head_file.display()))
-                })?;
-                let mut head = plugin(task.task.build_head(HeadRequest {
-                    features: features.clone().into(),
-                    num_outputs,
-                    device: device_name(ctx.opts.device).into(),
-                    seed: src.seed,
-                }))?;
-                let state = state
-                    .into_iter()
-                    .map(|(n, t)| virb_plugin_api::NamedTensor::new(n, t))
-                    .collect();
-                plugin(head.load_state(state))?;
-                let t0 = std::time::Instant::now();
-                let (test_loss, test_metrics) =
-                    train::evaluate(&head, &test, job.eval_batch_size() as i64, ctx.opts.device)?;
-                runs.push(RunRecord {
-                    seed: src.seed,
-                    status: "ok".into(),
-                    error: None,
-                    test_metrics: names.iter().cloned().zip(test_metrics).collect(),
-                    test_loss: Some(test_loss),
-                    train_metrics: BTreeMap::new(),
-                    train_loss: None,
-                    val_metrics: None,
-                    best_epoch: None,
-                    best_val_metrics: None,
-                    last_epoch: None,
-                    steps: 0,
-                    final_lr: None,
-                    head_file: Some(format!("../{folder}/{head_name}")),
-                    head_sha256: src.head_sha256.clone(),
-                    train_s: 0.0,
-                    eval_s: t0.elapsed().as_secs_f64(),
-                });
-            }
-            if runs.is_empty() {
-                return Err(JobError::Other(format!(
-                    "{}: the {source} result in {} lists no head",
-                    job.task,
-                    dir.display()
-                )));
-            }
-            write_record(
-                ctx,
-                ec,
-                task,
-                RecordParts {
-                    job_name,
-                    cfg_name: &config,
-                    config_hash: hash,
-                    hyper: r["hyperparameters"].clone(),
-                    train_encoder: false,
-                    epochs: 0,
-                    runs,
-                    train_size: 0,
-                    test_size: test.len(),
-                    validation: None,
-                    num_outputs,
-                    timings,
-                    evaluated_head: Some(dir.display().to_string()),
-                },
-            )
-        })();
-        match outcome {
-            Ok(row) => rows.push(row),
-            Err(e) => {
-                eprintln!(
-                    "error: experiment `{}`, job `{job_name}`, head `{config}`: {e}",
-                    exp.name
-                );
-                rows.push(failed_row(exp, job_name, &config, &e.to_string()));
-            }
-        }
-    }
-    Ok(rows)
 }

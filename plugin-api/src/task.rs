@@ -201,6 +201,20 @@ impl FixtureRequest {
             (Split::Test, self.test_per_class),
         ]
     }
+
+    /// The number of classes asked for, when the task can write between 2 and `max`; otherwise
+    /// an error saying what the task can do (a generator never silently writes another number).
+    pub fn classes_up_to(&self, task: &str, max: u32) -> Result<u32, PluginError> {
+        if (2..=max).contains(&self.classes) {
+            Ok(self.classes)
+        } else {
+            Err(PluginError::invalid_input(format!(
+                "{task}: the fixture generator writes 2 to {max} classes, not {}",
+                self.classes
+            ))
+            .with_help(format!("pass --classes between 2 and {max}")))
+        }
+    }
 }
 
 /// A task type.

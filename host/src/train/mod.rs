@@ -606,6 +606,7 @@ pub fn train_pass(
         None => 0,
     };
     let mut last_save = Instant::now();
+    let mut checkpoints_work = true;
     let mut progress = Progress::new(pass.label.clone(), job.num_epochs as u64);
     progress.inc(resumed as u64, "resumed");
     let eval_bs = job.eval_batch_size() as i64;
@@ -690,10 +691,18 @@ pub fn train_pass(
             }
         }
         progress.inc(1, &summary);
-        if let Some(policy) = &pass.checkpoint {
+        if let Some(policy) = pass.checkpoint.as_ref().filter(|_| checkpoints_work) {
             let last_epoch = epoch + 1 == job.num_epochs;
             if !last_epoch && last_save.elapsed() >= policy.interval {
-                checkpoint::save(policy, trainees, epoch + 1)?;
+                // A checkpoint only shortens a rerun after a crash: failing to write one stops
+                // the checkpoints of this pass, not its training.
+                if let Err(e) = checkpoint::save(policy, trainees, epoch + 1) {
+                    eprintln!(
+                        "warning: {}: {e}; training goes on without checkpoints",
+                        pass.label
+                    );
+                    checkpoints_work = false;
+                }
                 last_save = Instant::now();
             }
         }
