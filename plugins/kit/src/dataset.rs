@@ -116,8 +116,66 @@ pub fn classification_info(
     }
 }
 
-/// Class names `"0"`..`"max"` for tasks whose classes are integers (counts, steps, distances).
-pub fn integer_classes(labels: impl IntoIterator<Item = i64>) -> Vec<String> {
-    let max = labels.into_iter().max().unwrap_or(0).max(0);
-    (0..=max).map(|i| i.to_string()).collect()
+/// Class names `"0"`..`"max"` for tasks whose classes are integers (counts, steps, distances),
+/// from every label of both splits with where it came from (`file:line`, or a scene of a file).
+///
+/// The number of classes comes from the data, so one absurd label would make an absurd head (a
+/// label of 10^9 asks for a 10^9-way classifier): more than `max_classes` classes is an error
+/// that names the largest label, where it is, and the distinct values found.
+pub fn integer_classes<S: std::fmt::Display>(
+    task: &str,
+    labels: impl IntoIterator<Item = (i64, S)>,
+    max_classes: i64,
+) -> Result<Vec<String>, PluginError> {
+    let mut max: Option<(i64, S)> = None;
+    let mut distinct = std::collections::BTreeSet::new();
+    for (label, origin) in labels {
+        distinct.insert(label);
+        if max.as_ref().is_none_or(|(m, _)| label > *m) {
+            max = Some((label, origin));
+        }
+    }
+    let top = match max {
+        Some((label, origin)) if label >= max_classes => {
+            return Err(PluginError::data(format!(
+                "{task}: label {label} ({origin}) would make a {}-way classifier, but {task} allows at most {max_classes} classes (labels 0 to {}); found {} distinct values: {}",
+                label as i128 + 1,
+                max_classes - 1,
+                distinct.len(),
+                ranges(&distinct)
+            ))
+            .with_help("fix that label (a typo, or another column of the file?)"));
+        }
+        Some((label, _)) => label.max(0),
+        None => 0,
+    };
+    Ok((0..=top).map(|i| i.to_string()).collect())
+}
+
+/// `0-15, 17, 999999999`: sorted values with runs collapsed, at most 12 runs shown.
+fn ranges(values: &std::collections::BTreeSet<i64>) -> String {
+    let mut runs: Vec<(i64, i64)> = Vec::new();
+    for &v in values {
+        match runs.last_mut() {
+            Some((_, end)) if v == *end + 1 => *end = v,
+            _ => runs.push((v, v)),
+        }
+    }
+    let shown: Vec<String> = runs
+        .iter()
+        .take(12)
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect();
+    let more = runs.len().saturating_sub(12);
+    if more > 0 {
+        format!("{} and {more} more runs", shown.join(", "))
+    } else {
+        shown.join(", ")
+    }
 }

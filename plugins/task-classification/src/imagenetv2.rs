@@ -53,7 +53,7 @@ impl Task for Imagenetv2 {
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                let label: i64 = name.parse().map_err(|_| {
+                let label: i64 = name.parse::<u32>().map(i64::from).map_err(|_| {
                     PluginError::data(format!(
                         "{NAME}: folder {} is not an ImageNet class index (expected 0..999)",
                         folder.display()
@@ -68,9 +68,22 @@ impl Task for Imagenetv2 {
                     .filter(|p| p.is_file())
                     .collect();
                 files.sort();
+                if files.is_empty() {
+                    return Err(PluginError::data(format!(
+                        "{NAME}: class folder {} has no images",
+                        folder.display()
+                    ))
+                    .with_help("remove the empty folder or put its images back"));
+                }
                 items.extend(files.into_iter().map(|f| (f, label)));
             }
-            let classes = integer_classes(items.iter().map(|(_, l)| *l));
+            let classes = integer_classes(
+                NAME,
+                items
+                    .iter()
+                    .map(|(f, l)| (*l, f.parent().unwrap_or(f).display())),
+                1000,
+            )?;
             ImageList::single(
                 items,
                 classes,
@@ -88,9 +101,8 @@ impl Task for Imagenetv2 {
     fn write_fixture(&self, request: FixtureRequest) -> RResult<RString, PluginError> {
         guard(|| {
             // The same drawing per class index as the `Imagenet` fixture, so its heads apply.
-            let classes = request
-                .classes
-                .clamp(2, crate::imagenet::SPEC.fixture_classes.len() as u32);
+            let classes =
+                request.classes_up_to(NAME, crate::imagenet::SPEC.fixture_classes.len() as u32)?;
             let dir = Path::new(request.data_root.as_str()).join(DIR);
             let size = request.image_size.max(8);
             let mut rng = draw::Rng::new(request.seed ^ 0x5eed);

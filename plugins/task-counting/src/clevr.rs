@@ -22,8 +22,8 @@ use virb_plugin_kit::{
 /// of the image side.
 pub type FixtureObject = ([f64; 3], f32);
 
-/// A scene: its image file and its objects' 3-D coordinates.
-type Scene = (PathBuf, Vec<[f64; 3]>);
+/// A scene: its image file, its objects' 3-D coordinates and where it is (file and index).
+type Scene = (PathBuf, Vec<[f64; 3]>, String);
 
 /// A task over CLEVR scenes.
 pub struct ClevrSpec {
@@ -31,6 +31,8 @@ pub struct ClevrSpec {
     pub name: &'static str,
     /// The label of a scene, from its objects' 3-D coordinates.
     pub label: fn(&[[f64; 3]]) -> i64,
+    /// Most classes (labels `0..max_classes`) a data set may have.
+    pub max_classes: i64,
     /// The objects of a fixture scene of class `class` of `classes`.
     pub fixture_scene: fn(class: u32, classes: u32, rng: &mut draw::Rng) -> Vec<FixtureObject>,
 }
@@ -107,7 +109,11 @@ fn read_scenes(task: &str, root: &Path, split: Split) -> Result<Vec<Scene>, Plug
             ))
             .with_help(format!("expected layout: {LAYOUT}")));
         }
-        out.push((image, coords));
+        out.push((
+            image,
+            coords,
+            format!("scene {i} ({file}) of {}", path.display()),
+        ));
     }
     if out.is_empty() {
         return Err(bad("lists no scenes".into()));
@@ -128,8 +134,12 @@ impl Task for ClevrTask {
             let this = read_scenes(spec.name, root, request.split)?;
             let other_split = request.split.other();
             let other = read_scenes(spec.name, root, other_split)?;
-            let classes = integer_classes(this.iter().chain(&other).map(|(_, o)| label(o)));
-            let items = this.into_iter().map(|(p, o)| (p, label(&o))).collect();
+            let classes = integer_classes(
+                spec.name,
+                this.iter().chain(&other).map(|(_, o, at)| (label(o), at)),
+                spec.max_classes,
+            )?;
+            let items = this.into_iter().map(|(p, o, _)| (p, label(&o))).collect();
             let source = scenes_path(root, request.split).display().to_string();
             ImageList::single(items, classes, request.image_size, source).boxed(spec.name)
         })
@@ -142,7 +152,7 @@ impl Task for ClevrTask {
     fn write_fixture(&self, request: FixtureRequest) -> RResult<RString, PluginError> {
         guard(|| {
             let root = Path::new(request.data_root.as_str());
-            let classes = request.classes.clamp(2, 8);
+            let classes = request.classes_up_to(self.0.name, 8)?;
             let size = request.image_size.max(16);
             let mut rng = draw::Rng::new(request.seed);
             let mut total = 0;

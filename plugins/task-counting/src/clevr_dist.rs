@@ -35,5 +35,7 @@ fn fixture_scene(class: u32, classes: u32, rng: &mut Rng) -> Vec<FixtureObject> 
 pub const SPEC: ClevrSpec = ClevrSpec {
     name: "CLEVRDist",
     label,
+    // Half-units from the origin: CLEVR scenes lie within a few units of it.
+    max_classes: 100,
     fixture_scene,
 };

@@ -26,5 +26,7 @@ fn fixture_scene(class: u32, _classes: u32, rng: &mut Rng) -> Vec<FixtureObject>
 pub const SPEC: ClevrSpec = ClevrSpec {
     name: "CLEVRNumObjects",
     label,
+    // CLEVR scenes hold 3 to 10 objects.
+    max_classes: 100,
     fixture_scene,
 };

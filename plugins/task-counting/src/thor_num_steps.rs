@@ -35,8 +35,14 @@ fn labels_path(root: &Path, split: Split) -> PathBuf {
         .join(format!("{}_labels.txt", split_name(split)))
 }
 
-/// `(image, steps)` for every line of a split's label file; every image must exist.
-fn read_labels(root: &Path, split: Split) -> Result<Vec<(PathBuf, i64)>, PluginError> {
+/// Most step counts (classes) a data set may have: real THOR episodes take tens of steps.
+const MAX_CLASSES: i64 = 1000;
+
+/// A labelled image and the `file:line` of its label.
+type Labelled = (PathBuf, i64, String);
+
+/// `(image, steps, file:line)` for every line of a split's label file; every image must exist.
+fn read_labels(root: &Path, split: Split) -> Result<Vec<Labelled>, PluginError> {
     let path = labels_path(root, split);
     let text = std::fs::read_to_string(&path).map_err(|e| {
         PluginError::data(format!("{NAME}: cannot read label file {}: {e}", path.display())).with_help(format!(
@@ -73,7 +79,7 @@ fn read_labels(root: &Path, split: Split) -> Result<Vec<(PathBuf, i64)>, PluginE
             ))
             .with_help(format!("expected layout: {LAYOUT}")));
         }
-        out.push((image, steps));
+        out.push((image, steps, format!("{}:{}", path.display(), n + 1)));
     }
     Ok(out)
 }
@@ -88,9 +94,14 @@ impl Task for ThorNumSteps {
             let root = Path::new(request.data_root.as_str());
             let this = read_labels(root, request.split)?;
             let other = read_labels(root, request.split.other())?;
-            let classes = integer_classes(this.iter().chain(&other).map(|(_, l)| *l));
+            let classes = integer_classes(
+                NAME,
+                this.iter().chain(&other).map(|(_, l, at)| (*l, at)),
+                MAX_CLASSES,
+            )?;
             let source = labels_path(root, request.split).display().to_string();
-            ImageList::single(this, classes, request.image_size, source).boxed(NAME)
+            let items = this.into_iter().map(|(p, l, _)| (p, l)).collect();
+            ImageList::single(items, classes, request.image_size, source).boxed(NAME)
         })
     }
 
@@ -101,7 +112,7 @@ impl Task for ThorNumSteps {
     fn write_fixture(&self, request: FixtureRequest) -> RResult<RString, PluginError> {
         guard(|| {
             let root = Path::new(request.data_root.as_str());
-            let classes = request.classes.clamp(2, 16);
+            let classes = request.classes_up_to(NAME, 16)?;
             let size = request.image_size.max(16);
             let mut rng = draw::Rng::new(request.seed);
             let mut total = 0;
@@ -127,5 +138,31 @@ impl Task for ThorNumSteps {
                 root.join(DIR).display()
             )))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use virb_plugin_kit::dataset::integer_classes;
+
+    // The kit's own test binary would not find libtorch (only plugin crates bake its rpath), so
+    // integer_classes is tested here.
+    #[test]
+    fn classes_up_to_the_largest_label() {
+        let c = integer_classes("T", [(2, "a"), (0, "b")], 10).expect("fits");
+        assert_eq!(c, ["0", "1", "2"]);
+    }
+
+    #[test]
+    fn an_absurd_label_is_named_with_its_origin() {
+        let labels = (0..16).map(|i| (i, format!("f.txt:{}", i + 1))).chain([
+            (999_999_999, "f.txt:17".to_string()),
+            (3, "f.txt:18".to_string()),
+        ]);
+        let e = integer_classes("THORNumSteps", labels, 1000).expect_err("too many");
+        assert_eq!(
+            e.message.as_str(),
+            "THORNumSteps: label 999999999 (f.txt:17) would make a 1000000000-way classifier, but THORNumSteps allows at most 1000 classes (labels 0 to 999); found 17 distinct values: 0-15, 999999999"
+        );
     }
 }
