@@ -174,7 +174,7 @@ impl Task for KineticsActionPrediction {
         guard(|| {
             let root = Path::new(request.data_root.as_str());
             let size = request.image_size.max(16);
-            let classes = request.classes.clamp(2, FIXTURE_LABELS.len() as u32);
+            let classes = request.classes_up_to(NAME, FIXTURE_LABELS.len() as u32)?;
             let mut rng = draw::Rng::new(request.seed);
             let mut total = 0;
             for (split, per_class) in request.per_split() {

@@ -152,7 +152,7 @@ impl Task for CalTech101 {
 
     fn write_fixture(&self, request: FixtureRequest) -> RResult<RString, PluginError> {
         guard(|| {
-            let classes = request.classes.clamp(2, CATEGORIES.len() as u32);
+            let classes = request.classes_up_to(NAME, CATEGORIES.len() as u32)?;
             let dir = Path::new(request.data_root.as_str()).join(DIR);
             let mut rng = draw::Rng::new(request.seed);
             let mut lists: [Vec<String>; 2] = [Vec::new(), Vec::new()];

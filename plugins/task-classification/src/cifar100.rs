@@ -223,7 +223,7 @@ impl Task for Cifar100 {
     fn write_fixture(&self, request: FixtureRequest) -> RResult<RString, PluginError> {
         guard(|| {
             let root = Path::new(request.data_root.as_str());
-            let classes = request.classes.clamp(2, 100);
+            let classes = request.classes_up_to(NAME, 100)?;
             let mut rng = draw::Rng::new(request.seed);
             let dir = root.join(DIR);
             std::fs::create_dir_all(&dir)

@@ -99,19 +99,38 @@ impl Task for FolderTask {
             }
             let mut classes = Vec::new();
             let mut items = Vec::new();
+            let mut empty = Vec::new();
             for class_dir in sorted_entries(&dir)?.into_iter().filter(|p| p.is_dir()) {
                 let label = classes.len() as i64;
                 let name = class_dir
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
+                let before = items.len();
                 for file in sorted_entries(&class_dir)? {
                     let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("");
                     if file.is_file() && spec.extensions.contains(&ext) {
                         items.push((file, label));
                     }
                 }
+                // An empty class folder would silently become a class no sample has (and shift
+                // nothing, but make the head one output wider than the data).
+                if items.len() == before {
+                    empty.push(class_dir.display().to_string());
+                }
                 classes.push(name);
+            }
+            if !empty.is_empty() && !items.is_empty() {
+                return Err(PluginError::data(format!(
+                    "{}: {} class folder(s) with no *.{} images: {}",
+                    spec.name,
+                    empty.len(),
+                    spec.extensions.join("|"),
+                    empty.join(", ")
+                ))
+                .with_help(
+                    "remove the empty class folders (from both splits) or put their images back",
+                ));
             }
             if items.is_empty() {
                 return Err(PluginError::data(format!(
@@ -141,7 +160,7 @@ impl Task for FolderTask {
         guard(|| {
             let spec = self.0;
             let root = Path::new(request.data_root.as_str());
-            let classes = request.classes.clamp(2, spec.fixture_classes.len() as u32);
+            let classes = request.classes_up_to(spec.name, spec.fixture_classes.len() as u32)?;
             let mut rng = draw::Rng::new(request.seed);
             let size = request.image_size.max(8);
             let ext = spec.extensions[0];
