@@ -404,7 +404,40 @@ fn tensors_of(items: Vec<(String, Tree)>) -> Vec<(String, tch::Tensor)> {
         .collect()
 }
 
+/// What is wrong with a safetensors file, in words (the crate's own messages are debug dumps
+/// such as `InvalidOffset("conv1.weight")`).
+fn safetensors_problem(e: &safetensors::SafeTensorError) -> String {
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::HeaderTooSmall | E::InvalidHeaderLength | E::MetadataIncompleteBuffer => {
+            "the file is truncated (its header promises more bytes than it has)".into()
+        }
+        E::HeaderTooLarge => {
+            "its header length is implausibly large (not a safetensors file?)".into()
+        }
+        E::InvalidHeader | E::InvalidHeaderStart | E::InvalidHeaderDeserialization => {
+            "its header is not valid safetensors JSON".into()
+        }
+        E::InvalidOffset(name) => {
+            format!("tensor `{name}` lies outside the file's data (truncated or damaged file)")
+        }
+        E::TensorInvalidInfo => "a tensor's shape does not match its byte size".into(),
+        E::IoError(io) => format!("cannot read it: {io}"),
+        other => {
+            let text = format!("{other:?}");
+            format!("unreadable ({})", text.chars().take(80).collect::<String>())
+        }
+    }
+}
+
 fn read_safetensors(path: &Path) -> Result<StateDict, CheckpointError> {
+    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| malformed(path, Format::Safetensors, safetensors_problem(&e)))?;
+    drop(bytes);
     let tensors = tch::Tensor::read_safetensors(path)
         .map_err(|e| malformed(path, Format::Safetensors, e.to_string()))?;
     if tensors.is_empty() {

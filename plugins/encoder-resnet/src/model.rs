@@ -158,6 +158,13 @@ impl ResNet {
                 "give the path of a ResNet weights file in the experiment list (virb never downloads weights)",
             ));
         }
+        if path.is_dir() {
+            return Err(PluginError::weights(format!(
+                "weights file {} is a folder, not a weights file",
+                path.display()
+            ))
+            .with_help("give the path of the .pt/.pth or .safetensors file inside it"));
+        }
         if !path.is_file() {
             return Err(
                 PluginError::weights(format!("weights file {} not found", path.display()))
@@ -351,6 +358,7 @@ fn copy_weights(path: &Path, vs: &nn::VarStore) -> Result<(), PluginError> {
     let mut expected: HashMap<String, tch::Tensor> = vs.variables();
     let mut unexpected = Vec::new();
     let mut mis_shaped = Vec::new();
+    let mut mis_typed = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (key, src) in &sd.tensors {
         let key = &key[prefix.len()..];
@@ -359,6 +367,13 @@ fn copy_weights(path: &Path, vs: &nn::VarStore) -> Result<(), PluginError> {
         }
         match expected.get_mut(key) {
             Some(dst) => {
+                if !src.is_floating_point() {
+                    mis_typed.push(format!(
+                        "`{key}` is {}",
+                        format!("{:?}", src.kind()).to_lowercase()
+                    ));
+                    continue;
+                }
                 if dst.size() != src.size() {
                     mis_shaped.push(format!(
                         "`{key}` has shape {:?}, expected {:?}",
@@ -372,6 +387,15 @@ fn copy_weights(path: &Path, vs: &nn::VarStore) -> Result<(), PluginError> {
             }
             None => unexpected.push(key.to_string()),
         }
+    }
+    if !mis_typed.is_empty() {
+        return Err(PluginError::weights(format!(
+            "{file}: {} tensor(s) are not floating point: {}{}",
+            mis_typed.len(),
+            mis_typed.iter().take(8).cloned().collect::<Vec<_>>().join("; "),
+            if mis_typed.len() > 8 { "; ..." } else { "" }
+        ))
+        .with_help("weights must be float32, float16, bfloat16 or float64; the file holds integer tensors (quantised or not a model's weights?)"));
     }
     if !mis_shaped.is_empty() {
         return Err(PluginError::weights(format!(
