@@ -23,7 +23,7 @@ host="$root/target/release/virb-host"
 work="$root/bench-work/grid-c$CLASSES-$TRAIN_PER_CLASS-$TEST_PER_CLASS"
 if [ ! -f "$work/data/caltech-101/caltech101_test.json" ]; then
   rm -rf "$work"
-  "$host" fixtures CalTech-101 "$work/data" --classes "$CLASSES" --train-per-class "$TRAIN_PER_CLASS" \
+  "$host" fixtures CalTech-101 "$work/data" --force --classes "$CLASSES" --train-per-class "$TRAIN_PER_CLASS" \
     --test-per-class "$TEST_PER_CLASS" --image-size 96 >&2
   "$VIRB_PYTHON_BIN" scripts/py/make_weights.py "$work/resnet50.pt" --calibrate-dir "$work/data" --calibrate-size "$IMAGE_SIZE"
 fi
@@ -74,7 +74,7 @@ done
 # 2. The demo: cold, identical rerun, --force.
 demo="$root/demo"
 if [ ! -f "$demo/resnet50.pt" ] || [ ! -f "$demo/data/caltech-101/caltech101_test.json" ]; then
-  "$host" fixtures CalTech-101 "$demo/data" --classes 5 --train-per-class 12 --test-per-class 8 --image-size 96 >&2
+  "$host" fixtures CalTech-101 "$demo/data" --force --classes 5 --train-per-class 12 --test-per-class 8 --image-size 96 >&2
   "$VIRB_PYTHON_BIN" scripts/py/make_weights.py "$demo/resnet50.pt.tmp" --calibrate-dir "$demo/data" --calibrate-size 112
   mv "$demo/resnet50.pt.tmp" "$demo/resnet50.pt"
 fi

@@ -19,7 +19,7 @@ work="$root/bench-work/c$CLASSES-$TRAIN_PER_CLASS-$TEST_PER_CLASS"
 host="$root/target/release/virb-host"
 if [ ! -f "$work/data/caltech-101/caltech101_test.json" ]; then
   rm -rf "$work"
-  "$host" fixtures CalTech-101 "$work/data" --classes "$CLASSES" --train-per-class "$TRAIN_PER_CLASS" \
+  "$host" fixtures CalTech-101 "$work/data" --force --classes "$CLASSES" --train-per-class "$TRAIN_PER_CLASS" \
     --test-per-class "$TEST_PER_CLASS" --image-size 256 >&2
   "$VIRB_PYTHON_BIN" scripts/py/make_weights.py "$work/resnet50.pt" --calibrate-dir "$work/data" --calibrate-size 112
 fi

@@ -11,7 +11,7 @@ scripts/build.sh release
 host=target/release/virb-host
 mkdir -p demo
 if [ ! -f demo/data/caltech-101/caltech101_test.json ]; then
-  "$host" fixtures CalTech-101 demo/data --classes 5 --train-per-class 12 --test-per-class 8 --image-size 96
+  "$host" fixtures CalTech-101 demo/data --force --classes 5 --train-per-class 12 --test-per-class 8 --image-size 96
 fi
 if [ ! -f demo/resnet50.pt ]; then
   echo "writing demo/resnet50.pt (torchvision ResNet-50 format, random weights calibrated on the demo images)" >&2
