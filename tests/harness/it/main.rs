@@ -11,5 +11,6 @@ mod end_to_end;
 mod eval_only;
 mod experiment;
 mod finetune;
+mod hardening;
 mod plugins;
 mod reference;

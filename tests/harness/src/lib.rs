@@ -264,9 +264,15 @@ impl Env {
 
     /// Writes a CalTech-101 fixture under `data/`.
     pub fn caltech_fixture(&self, classes: u32, train: u32, test: u32) {
+        self.fixture("CalTech-101", classes, train, test, IMAGE_SIZE);
+    }
+
+    /// Writes `task`'s fixture under `data/` (classes, training and test images per class,
+    /// image side), asserting that it succeeds.
+    pub fn fixture(&self, task: &str, classes: u32, train: u32, test: u32, size: u32) {
         let out = self.host(&[
             "fixtures",
-            "CalTech-101",
+            task,
             "data",
             "--classes",
             &classes.to_string(),
@@ -275,9 +281,9 @@ impl Env {
             "--test-per-class",
             &test.to_string(),
             "--image-size",
-            &IMAGE_SIZE.to_string(),
+            &size.to_string(),
         ]);
-        assert!(out.ok(), "fixtures failed: {}", out.stderr);
+        assert!(out.ok(), "{task} fixture failed: {}", out.stderr);
     }
 
     /// Writes an experiment list naming `weights` and a one-job CalTech-101 config.
