@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Runs every test: sets up libtorch (cached venv, first time only), builds the workspace (virb-host,
-# the project's plugins, the test fixture plugins), then runs the workspace's tests (unit tests and
-# the integration tests, which drive the real binary and plugins).
+# Runs every test: checks formatting, sets up libtorch (cached venv, first time only), builds the
+# workspace (virb-host, the project's plugins, the test fixture plugins), runs clippy with warnings
+# as errors, then runs the workspace's tests (unit tests and the integration tests, which drive
+# the real binary and plugins).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 . scripts/env.sh
+cargo fmt --all --check
 scripts/build.sh debug
+cargo clippy --workspace --all-targets -- -D warnings
 export VIRB_TEST_PROFILE=debug
 cargo test --workspace "$@"
