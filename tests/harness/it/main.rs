@@ -6,6 +6,7 @@ mod bad_input;
 mod classification;
 mod configs;
 mod counting;
+mod dense_metrics;
 mod egomotion;
 mod end_to_end;
 mod eval_only;

@@ -129,6 +129,19 @@ pub fn reference_dir() -> &'static Path {
     })
 }
 
+/// Inputs and NumPy reference values of the pixel-wise metrics and KITTI flow files, written by
+/// `scripts/py/dense_metrics_reference.py` (see its docstring).
+pub fn dense_reference_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let script = root().join("scripts/py/dense_metrics_reference.py");
+        let key = fs::read_to_string(&script).unwrap();
+        cached("dense-reference", &key, |dir| {
+            run_python(&[script.as_os_str(), dir.as_os_str()]);
+        })
+    })
+}
+
 /// Image side used by the end-to-end tests (small, so ResNet-50 runs quickly on a CPU).
 pub const IMAGE_SIZE: u32 = 64;
 

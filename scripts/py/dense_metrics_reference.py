@@ -1,0 +1,160 @@
+"""Reference values of virb's pixel-wise metrics, computed with NumPy on fixed seeded tensors.
+
+Usage: dense_metrics_reference.py OUT_DIR
+
+Writes OUT_DIR/inputs.safetensors (the tensors), OUT_DIR/expected.json (the metric values), and
+KITTI-style flow PNGs written by a minimal PNG encoder of its own (zlib + struct, independent of
+the PNG library virb uses): OUT_DIR/flow16.png (16-bit RGB, the devkit's encoding), with its
+decoded values in inputs.safetensors, and OUT_DIR/flow8.png (8-bit RGB, which must be refused).
+
+Definitions (as in mmsegmentation, the depth toolbox DINOv2/v3 use, and RAFT):
+- segmentation: one confusion matrix over all pixels (ignore label excluded); IoU = TP/(TP+FP+FN);
+  mIoU = nanmean over classes (a class absent from targets and predictions is NaN, skipped);
+- depth: per image over valid pixels (finite, min < gt < max), prediction clamped to [min, max];
+  L1, RMSE, AbsRel, delta1..3; averaged over images that have a valid pixel;
+- flow: EPE per image over valid pixels averaged over images; Fl-all = 100 * pooled share of valid
+  pixels with EPE > 3 and EPE > 0.05 |gt|; u, v times per-image scale factors first.
+"""
+import json
+import os
+import struct
+import sys
+import zlib
+
+import numpy as np
+from safetensors.numpy import save_file
+
+
+def segmentation(logits, target, classes, ignore):
+    pred = logits.argmax(1)
+    keep = target != ignore if ignore is not None else np.ones_like(target, dtype=bool)
+    t, p = target[keep].astype(np.int64), pred[keep].astype(np.int64)
+    conf = np.bincount(t * classes + p, minlength=classes * classes).reshape(classes, classes)
+    tp = np.diag(conf).astype(np.float64)
+    union = conf.sum(0) + conf.sum(1) - np.diag(conf)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+    return iou, float(np.nanmean(iou)), float(tp.sum() / conf.sum())
+
+
+def depth(pred, gt, lo, hi):
+    pred = pred[:, 0] if pred.ndim == 4 else pred
+    sums, images = np.zeros(6), 0
+    for p, g in zip(pred.astype(np.float64), gt.astype(np.float64)):
+        with np.errstate(invalid="ignore"):
+            m = np.isfinite(g) & (g > lo) & (g < hi)
+        if not m.any():
+            continue
+        pv, gv = np.clip(p[m], lo, hi), g[m]
+        ratio = np.maximum(pv / gv, gv / pv)
+        sums += [
+            np.abs(pv - gv).mean(),
+            np.sqrt(((pv - gv) ** 2).mean()),
+            (np.abs(pv - gv) / gv).mean(),
+            (ratio < 1.25).mean(),
+            (ratio < 1.25**2).mean(),
+            (ratio < 1.25**3).mean(),
+        ]
+        images += 1
+    return (sums / images).tolist(), int((~np.isfinite(gt)).sum())
+
+
+def flow(pred, target):
+    pred, target = pred.astype(np.float64), target.astype(np.float64)
+    su, sv = target[:, 3], target[:, 4]
+    du, dv = (pred[:, 0] - target[:, 0]) * su, (pred[:, 1] - target[:, 1]) * sv
+    gu, gv = target[:, 0] * su, target[:, 1] * sv
+    epe = np.sqrt(du**2 + dv**2)
+    mag = np.sqrt(gu**2 + gv**2)
+    valid = target[:, 2] > 0.5
+    per_image = [e[v].mean() for e, v in zip(epe, valid) if v.any()]
+    outliers = ((epe > 3.0) & (epe > 0.05 * mag) & valid).sum()
+    return float(np.mean(per_image)), float(100.0 * outliers / valid.sum())
+
+
+def png(path, pixels, bit_depth):
+    """A minimal PNG encoder: RGB, no interlace, filter 0 on every row."""
+    h, w, _ = pixels.shape
+    dtype = ">u2" if bit_depth == 16 else "u1"
+    raw = b"".join(b"\x00" + pixels[y].astype(dtype).tobytes() for y in range(h))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, bit_depth, 2, 0, 0, 0)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def main(out):
+    os.makedirs(out, exist_ok=True)
+    rng = np.random.default_rng(1234)
+    t = {}
+    e = {}
+
+    # Segmentation, 5 classes; class 4 never appears in targets or predictions; 255 is ignored.
+    logits = rng.normal(size=(7, 5, 9, 11)).astype(np.float32)
+    logits[:, 4] -= 100.0
+    target = rng.integers(0, 4, size=(7, 9, 11))
+    target[rng.random(target.shape) < 0.1] = 255
+    # Make predictions correlate with targets so IoUs are not all tiny.
+    agree = (rng.random(target.shape) < 0.5) & (target != 255)
+    for c in range(4):
+        logits[:, c][agree & (target == c)] += 5.0
+    iou, miou, acc = segmentation(logits, target, 5, 255)
+    t["seg_logits"], t["seg_target"] = logits, target.astype(np.int64)
+    e["seg"] = {"iou": [None if np.isnan(x) else float(x) for x in iou], "miou": miou, "pixel_accuracy": acc}
+
+    # Binary segmentation, positive class 1, no ignore label.
+    blog = rng.normal(size=(5, 2, 6, 8)).astype(np.float32)
+    btar = rng.integers(0, 2, size=(5, 6, 8))
+    blog[:, 1] += 1.5 * btar
+    biou, _, bacc = segmentation(blog, btar, 2, None)
+    t["bin_logits"], t["bin_target"] = blog, btar.astype(np.int64)
+    e["binary"] = {"iou_positive": float(biou[1]), "pixel_accuracy": bacc}
+
+    # Depth in metres, valid in (0.001, 10): zeros (missing), NaN, inf, > max, one empty image.
+    gt = rng.uniform(0.5, 9.0, size=(6, 8, 10)).astype(np.float32)
+    gt[rng.random(gt.shape) < 0.1] = 0.0
+    gt[0, 0, :3] = np.nan
+    gt[1, 2, 4] = np.inf
+    gt[2, 3, :] = 12.0
+    gt[5] = 0.0
+    pred = (gt + rng.normal(scale=0.8, size=gt.shape)).astype(np.float32)
+    pred[3, 1, 1] = -2.0  # clamped to min
+    pred[4, 0, 0] = 50.0  # clamped to max
+    pred = np.nan_to_num(pred, nan=1.0, posinf=1.0)[:, None]
+    values, non_finite = depth(pred, gt, 1e-3, 10.0)
+    t["depth_pred"], t["depth_gt"] = pred, gt
+    e["depth"] = {"values": values, "non_finite": non_finite, "empty_images": 1, "min": 1e-3, "max": 10.0}
+
+    # Flow: [N, 5, H, W] targets (u, v, valid, u scale, v scale); image 3 has no valid pixel.
+    n, h, w = 4, 7, 9
+    ft = np.zeros((n, 5, h, w), dtype=np.float32)
+    ft[:, :2] = rng.normal(scale=6.0, size=(n, 2, h, w))
+    ft[:, 2] = rng.random((n, h, w)) < 0.7
+    ft[3, 2] = 0.0
+    for i, (a, b) in enumerate([(1.0, 1.0), (1242 / 224, 375 / 224), (2.0, 0.5), (1.0, 1.0)]):
+        ft[i, 3], ft[i, 4] = a, b
+    fp = (ft[:, :2] + rng.normal(scale=2.0, size=(n, 2, h, w))).astype(np.float32)
+    epe, fl = flow(fp, ft)
+    t["flow_pred"], t["flow_target"] = fp, ft
+    e["flow"] = {"epe": epe, "fl_all": fl, "empty_images": 1}
+
+    # KITTI flow PNG: u, v in 1/64 px steps, a valid mask; and an 8-bit file to refuse.
+    fh, fw = 5, 6
+    u = np.round(rng.normal(scale=20.0, size=(fh, fw)) * 64) / 64
+    v = np.round(rng.normal(scale=5.0, size=(fh, fw)) * 64) / 64
+    valid = rng.random((fh, fw)) < 0.6
+    px = np.stack([u * 64 + 32768, v * 64 + 32768, valid.astype(np.float64)], -1).astype(np.uint16)
+    png(os.path.join(out, "flow16.png"), px, 16)
+    png(os.path.join(out, "flow8.png"), rng.integers(0, 256, size=(fh, fw, 3)).astype(np.uint8), 8)
+    t["png_u"], t["png_v"], t["png_valid"] = u.astype(np.float32), v.astype(np.float32), valid.astype(np.uint8)
+
+    save_file({k: np.ascontiguousarray(v) for k, v in t.items()}, os.path.join(out, "inputs.safetensors"))
+    with open(os.path.join(out, "expected.json"), "w") as f:
+        json.dump(e, f, indent=1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

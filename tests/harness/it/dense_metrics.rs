@@ -1,0 +1,162 @@
+//! The pixel-wise metrics and the KITTI flow decoder against NumPy on fixed seeded tensors
+//! (`scripts/py/dense_metrics_reference.py`), fed in uneven batches so that what is checked is
+//! the accumulation over a whole split, not one batch.
+use std::collections::HashMap;
+use tch::Tensor;
+use virb_plugin_kit::{dense_metrics, flow_png};
+use virb_tests::{dense_reference_dir, read_json};
+
+fn inputs() -> HashMap<String, Tensor> {
+    Tensor::read_safetensors(dense_reference_dir().join("inputs.safetensors"))
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+fn expected() -> serde_json::Value {
+    read_json(&dense_reference_dir().join("expected.json"))
+}
+
+fn close(what: &str, got: f64, want: f64) {
+    assert!(
+        (got - want).abs() <= 1e-9 * want.abs().max(1.0),
+        "{what}: virb {got}, NumPy {want}"
+    );
+}
+
+/// Feeds `(output, target)` in batches of the given sizes along the first dimension.
+fn batches(output: &Tensor, target: &Tensor, sizes: &[i64], mut add: impl FnMut(&Tensor, &Tensor)) {
+    let mut start = 0;
+    for &n in sizes {
+        add(&output.narrow(0, start, n), &target.narrow(0, start, n));
+        start += n;
+    }
+    assert_eq!(start, output.size()[0]);
+}
+
+#[test]
+fn segmentation_miou_is_one_confusion_matrix_over_the_split() {
+    let (t, e) = (inputs(), expected());
+    let mut m = dense_metrics::Segmentation::new(5, Some(255));
+    batches(&t["seg_logits"], &t["seg_target"], &[3, 1, 3], |o, g| {
+        m.add_labels(&o.argmax(1, false), g).unwrap()
+    });
+    let iou = m.per_class_iou();
+    for (k, want) in e["seg"]["iou"].as_array().unwrap().iter().enumerate() {
+        match want.as_f64() {
+            Some(w) => close(&format!("IoU of class {k}"), iou[k].unwrap(), w),
+            None => assert_eq!(iou[k], None, "class {k} is absent from both: skipped"),
+        }
+    }
+    close("mIoU", m.miou(), e["seg"]["miou"].as_f64().unwrap());
+    close(
+        "pixel accuracy",
+        m.pixel_accuracy(),
+        e["seg"]["pixel_accuracy"].as_f64().unwrap(),
+    );
+
+    let mut b = dense_metrics::Segmentation::binary(1, None);
+    batches(&t["bin_logits"], &t["bin_target"], &[2, 3], |o, g| {
+        b.add_labels(&o.argmax(1, false), g).unwrap()
+    });
+    close(
+        "IoU of the positive class",
+        b.per_class_iou()[1].unwrap(),
+        e["binary"]["iou_positive"].as_f64().unwrap(),
+    );
+    close(
+        "binary pixel accuracy",
+        b.pixel_accuracy(),
+        e["binary"]["pixel_accuracy"].as_f64().unwrap(),
+    );
+}
+
+#[test]
+fn segmentation_refuses_class_ids_outside_its_classes() {
+    let mut m = dense_metrics::Segmentation::new(3, Some(255));
+    let pred = Tensor::from_slice(&[0i64, 1, 2, 1]);
+    let target = Tensor::from_slice(&[0i64, 7, 255, 1]);
+    let err = m.add_labels(&pred, &target).unwrap_err();
+    assert!(
+        err.message
+            .contains("a target class id is outside 0..2 (ids 0..=7)"),
+        "{}",
+        err.message
+    );
+}
+
+#[test]
+fn depth_metrics_are_per_image_over_valid_pixels() {
+    let (t, e) = (inputs(), expected());
+    let d = &e["depth"];
+    let mut m = dense_metrics::Depth::new(d["min"].as_f64().unwrap(), d["max"].as_f64().unwrap());
+    batches(&t["depth_pred"], &t["depth_gt"], &[4, 2], |p, g| {
+        m.add(p, g).unwrap()
+    });
+    let names = ["L1", "RMSE", "AbsRel", "delta1", "delta2", "delta3"];
+    for ((name, got), want) in names
+        .iter()
+        .zip(m.values())
+        .zip(d["values"].as_array().unwrap())
+    {
+        close(name, got, want.as_f64().unwrap());
+    }
+    assert_eq!(m.non_finite, d["non_finite"].as_u64().unwrap());
+    assert_eq!(m.empty_images, d["empty_images"].as_u64().unwrap());
+}
+
+#[test]
+fn flow_epe_and_fl_all_in_original_pixels() {
+    let (t, e) = (inputs(), expected());
+    let mut m = dense_metrics::Flow::new();
+    batches(&t["flow_pred"], &t["flow_target"], &[1, 3], |p, g| {
+        m.add(p, g).unwrap()
+    });
+    let [epe, fl] = m.values();
+    close("EPE", epe, e["flow"]["epe"].as_f64().unwrap());
+    close("Fl-all", fl, e["flow"]["fl_all"].as_f64().unwrap());
+    assert_eq!(m.empty_images, 1);
+    let err = m
+        .add(
+            &Tensor::zeros([1, 3, 4, 4], tch::kind::FLOAT_CPU),
+            &Tensor::zeros([1, 3, 4, 4], tch::kind::FLOAT_CPU),
+        )
+        .unwrap_err();
+    assert!(
+        err.message.contains("flow: output has shape [1, 3, 4, 4]"),
+        "{}",
+        err.message
+    );
+}
+
+#[test]
+fn kitti_flow_png_decodes_as_the_devkit_does() {
+    let t = inputs();
+    let dir = dense_reference_dir();
+    let f = flow_png::read(&dir.join("flow16.png")).unwrap();
+    assert_eq!((f.width, f.height), (6, 5));
+    let u: Vec<f32> = Vec::try_from(&t["png_u"].flatten(0, -1)).unwrap();
+    let v: Vec<f32> = Vec::try_from(&t["png_v"].flatten(0, -1)).unwrap();
+    let valid: Vec<u8> = Vec::try_from(&t["png_valid"].flatten(0, -1)).unwrap();
+    assert_eq!(f.u, u);
+    assert_eq!(f.v, v);
+    assert_eq!(f.valid, valid.iter().map(|&x| x > 0).collect::<Vec<_>>());
+    // Our writer round-trips exactly.
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("copy.png");
+    flow_png::write(&copy, &f).unwrap();
+    let back = flow_png::read(&copy).unwrap();
+    assert_eq!(back.valid, f.valid);
+    for i in 0..f.u.len() {
+        if f.valid[i] {
+            assert_eq!((back.u[i], back.v[i]), (f.u[i], f.v[i]));
+        }
+    }
+    let err = flow_png::read(&dir.join("flow8.png")).unwrap_err();
+    assert!(
+        err.message
+            .contains("flow8.png is a Rgb8 image, not a 16-bit RGB PNG"),
+        "{}",
+        err.message
+    );
+}
