@@ -27,6 +27,11 @@ pub fn workers(s: &str) -> Result<usize, String> {
     at_least(s, 1, 1024, "a number of decoding threads from 1 to 1024")
 }
 
+/// `--max-epochs`: 1 or more.
+pub fn epochs(s: &str) -> Result<u32, String> {
+    at_least(s, 1, u32::MAX as i128, "a number of epochs of at least 1")
+}
+
 /// `--checkpoint-every`: seconds, 0 or more.
 pub fn seconds(s: &str) -> Result<f64, String> {
     let expects = "a number of seconds >= 0 (0: after every epoch)";

@@ -282,6 +282,39 @@ pub struct VirbConfig {
     pub jobs: IndexMap<String, JobConfig>,
     /// Where each key is in the file.
     pub index: YamlIndex,
+    /// Top-level scalars applied as defaults to every job that does not set them, for the run
+    /// to say so once.
+    pub defaults: Vec<TopLevelDefault>,
+}
+
+/// A top-level `key: value` of a virb config, used as a default for every job.
+#[derive(Debug, Clone)]
+pub struct TopLevelDefault {
+    /// The job key.
+    pub key: String,
+    /// Its value, as written.
+    pub value: String,
+    /// Its line.
+    pub line: Option<usize>,
+    /// The jobs it was applied to (those that do not set the key themselves).
+    pub jobs: Vec<String>,
+}
+
+impl fmt::Display for TopLevelDefault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "top-level `{}: {}` is not a job; it is the default of every job that does not set `{}` ({})",
+            self.key,
+            self.value,
+            self.key,
+            if self.jobs.is_empty() {
+                "none here".to_string()
+            } else {
+                self.jobs.join(", ")
+            }
+        )
+    }
 }
 
 impl VirbConfig {
@@ -320,12 +353,14 @@ pub fn load_virb_config(path: &Path) -> Result<VirbConfig, ConfigError> {
     let text = read(path)?;
     let index = YamlIndex::new(&text);
     check_duplicates(path, &index, "job")?;
-    let jobs: IndexMap<String, JobConfig> =
+    let entries: IndexMap<String, JobEntry> =
         serde_yaml::from_str(&text).map_err(|e| yaml_error(path, e))?;
+    let (jobs, defaults) = apply_defaults(path, &index, entries)?;
     let config = VirbConfig {
         path: path.to_path_buf(),
         jobs,
         index,
+        defaults,
     };
     if config.jobs.is_empty() {
         return Err(ConfigError {
@@ -362,6 +397,120 @@ pub fn load_virb_config(path: &Path) -> Result<VirbConfig, ConfigError> {
     .map_err(|e| config.plan_error(e))?;
     Ok(config)
 }
+
+/// A top-level entry of a virb config: a job (a mapping), or a scalar that ViRB's own
+/// `imagenetv2.yaml` has by an indentation slip (`batch_size: 32` at the top level), taken as a
+/// default for every job.
+enum JobEntry {
+    Job(Box<JobConfig>),
+    Default(serde_yaml::Value),
+}
+
+impl<'de> Deserialize<'de> for JobEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = JobEntry;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a job (a mapping with `task`, `training_configs`, ...) or a default value for every job")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                JobConfig::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(|j| JobEntry::Job(Box::new(j)))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(JobEntry::Default(v.into()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(JobEntry::Default(v.into()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(JobEntry::Default(v.into()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(JobEntry::Default(v.into()))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(JobEntry::Default(v.into()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Splits jobs from top-level defaults and sets each default in every job that does not give
+/// the key itself (the index says which keys a job's block has).
+fn apply_defaults(
+    path: &Path,
+    index: &YamlIndex,
+    entries: IndexMap<String, JobEntry>,
+) -> Result<(IndexMap<String, JobConfig>, Vec<TopLevelDefault>), ConfigError> {
+    let mut jobs = IndexMap::new();
+    let mut defaults = Vec::new();
+    for (name, entry) in entries {
+        match entry {
+            JobEntry::Job(j) => {
+                jobs.insert(name, *j);
+            }
+            JobEntry::Default(v) => defaults.push((name, v)),
+        }
+    }
+    let mut applied = Vec::new();
+    for (key, value) in defaults {
+        let line = index.line(&[&key]);
+        let bad = |message: String| ConfigError {
+            file: path.to_path_buf(),
+            line,
+            message,
+        };
+        if !DEFAULTABLE.contains(&key.as_str()) {
+            return Err(bad(format!(
+                "top-level `{key}` is neither a job (a mapping) nor a key that can default every job ({}); indent it under a job or remove it",
+                DEFAULTABLE.join(", ")
+            )));
+        }
+        let mut to = Vec::new();
+        for (job, cfg) in jobs.iter_mut() {
+            if index.has(&[job, &key]) {
+                continue; // the job sets it
+            }
+            let mut doc = serde_yaml::to_value(&*cfg).map_err(|e| bad(e.to_string()))?;
+            if let serde_yaml::Value::Mapping(m) = &mut doc {
+                m.insert(key.clone().into(), value.clone());
+            }
+            *cfg = serde_yaml::from_value(doc).map_err(|e| {
+                bad(format!(
+                    "top-level `{key}` as a default for job `{job}`: {e}"
+                ))
+            })?;
+            to.push(job.clone());
+        }
+        let value = serde_yaml::to_string(&value)
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default();
+        applied.push(TopLevelDefault {
+            key,
+            value,
+            line,
+            jobs: to,
+        });
+    }
+    Ok((jobs, applied))
+}
+
+/// Job keys a top-level scalar may set for every job.
+const DEFAULTABLE: &[&str] = &[
+    "num_epochs",
+    "batch_size",
+    "test_batch_size",
+    "image_size",
+    "pre_encode",
+    "num_dataset_repeats",
+    "seed",
+    "repeats",
+    "validation_fraction",
+    "train_encoder",
+];
 
 /// Refuses a key given twice in one mapping (serde_yaml would keep the last one silently).
 /// `top` names what the top-level keys are (`job`, `experiment`).
@@ -634,6 +783,36 @@ Imagenet:
             "{err}"
         );
         assert_eq!(err.line, Some(6));
+    }
+
+    #[test]
+    fn virb_imagenetv2_top_level_batch_size_is_a_default() {
+        // ViRB's imagenetv2.yaml, verbatim: `batch_size` slipped out of the job's block.
+        let f = write("Imagenetv2:\n  task: \"Imagenetv2\"\n  task_head_weights_path: \"out/%s/Imagenet*/model_head.pt\"\nbatch_size: 32\nOwn:\n  task: Imagenet\n  training_configs:\n    a: {optimizer: adam, lr: 0.1}\n  num_epochs: 1\n  batch_size: 8\n");
+        let cfg = load_virb_config(f.path()).expect("loads");
+        assert_eq!(cfg.jobs.len(), 2);
+        assert_eq!(cfg.jobs["Imagenetv2"].batch_size, 32);
+        assert_eq!(cfg.jobs["Own"].batch_size, 8, "a job's own value wins");
+        assert_eq!(cfg.defaults.len(), 1);
+        assert_eq!(
+            cfg.defaults[0].to_string(),
+            "top-level `batch_size: 32` is not a job; it is the default of every job that does not set `batch_size` (Imagenetv2)"
+        );
+        assert_eq!(cfg.defaults[0].line, Some(4));
+        let f = write("J:\n  task: T\n  training_configs:\n    a: {optimizer: adam, lr: 0.1}\n  num_epochs: 1\nlearning_rate: 3\n");
+        let err = load_virb_config(f.path()).expect_err("not a job key");
+        assert_eq!(err.line, Some(6));
+        assert!(
+            err.message.starts_with("top-level `learning_rate` is neither a job (a mapping) nor a key that can default every job"),
+            "{err}"
+        );
+        let f = write("J:\n  task: T\n  training_configs:\n    a: {optimizer: adam, lr: 0.1}\n  num_epochs: 1\nbatch_size: many\n");
+        let err = load_virb_config(f.path()).expect_err("bad value");
+        assert!(
+            err.message
+                .contains("top-level `batch_size` as a default for job `J`"),
+            "{err}"
+        );
     }
 
     #[test]

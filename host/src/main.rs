@@ -86,6 +86,10 @@ enum Command {
             value_parser = cli::seconds
         )]
         checkpoint_every: f64,
+        /// Train every job for at most N epochs: a smoke test of a full config (ViRB's all.yaml
+        /// asks for 100-250 epochs). Results record the epochs actually run.
+        #[arg(long = "max-epochs", value_name = "N", allow_negative_numbers = true, value_parser = cli::epochs)]
+        max_epochs: Option<u32>,
     },
     /// Tables (CSV, Markdown) of encoders x tasks and PNG plots from the results in `--out`:
     /// each job's selected config (on validation when the job has a validation split).
@@ -279,6 +283,7 @@ fn main() -> ExitCode {
             no_cache,
             cache_dir,
             checkpoint_every,
+            max_epochs,
         } => {
             if let Some(n) = threads {
                 tch::set_num_threads(n);
@@ -305,6 +310,7 @@ fn main() -> ExitCode {
                 force,
                 cache,
                 checkpoint_every: std::time::Duration::from_secs_f64(checkpoint_every),
+                max_epochs,
                 experiment_list,
                 virb_configs,
                 data_root,

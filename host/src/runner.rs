@@ -54,6 +54,8 @@ pub struct RunOptions {
     pub cache: Option<virb_feature_cache::Cache>,
     /// Minimum time between checkpoints of a training pass.
     pub checkpoint_every: Duration,
+    /// Caps every job's `num_epochs` (smoke tests of full configs).
+    pub max_epochs: Option<u32>,
 }
 
 /// How a run ended.
@@ -105,7 +107,28 @@ impl ExpCtx<'_> {
 /// Runs every job; returns the table rows, or an error when the configuration is invalid.
 pub fn run(opts: &RunOptions, registry: &Registry) -> Result<RunSummary, SetupError> {
     let experiments = config::load_experiment_list(&opts.experiment_list)?;
-    let virb = config::load_virb_config(&opts.virb_configs)?;
+    let mut virb = config::load_virb_config(&opts.virb_configs)?;
+    if let Some(max) = opts.max_epochs {
+        let capped: Vec<String> = virb
+            .jobs
+            .iter_mut()
+            .filter(|(_, j)| j.num_epochs > max)
+            .map(|(name, j)| {
+                j.num_epochs = max;
+                name.clone()
+            })
+            .collect();
+        if !capped.is_empty() {
+            eprintln!(
+                "note: --max-epochs {max}: {} train for {max} epoch(s) only (a smoke test: schedules are compressed and the numbers are not those of the full run)",
+                capped.join(", ")
+            );
+        }
+    }
+    for d in &virb.defaults {
+        let at = d.line.map(|l| format!(":{l}")).unwrap_or_default();
+        eprintln!("note: {}{at}: {d}", virb.path.display());
+    }
     // Check everything that can be checked before any work starts.
     for (name, job) in &virb.jobs {
         let entry = registry

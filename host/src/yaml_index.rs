@@ -43,6 +43,12 @@ impl YamlIndex {
         sink.index
     }
 
+    /// Whether the key at `path` is in the file.
+    pub fn has(&self, path: &[&str]) -> bool {
+        let key: Vec<String> = path.iter().map(|p| (*p).to_string()).collect();
+        self.lines.contains_key(&key)
+    }
+
     /// The line of the key at `path`, or of its deepest ancestor that exists; `None` when not
     /// even the first part is a key.
     pub fn line(&self, path: &[&str]) -> Option<usize> {

@@ -138,3 +138,61 @@ fn imagenetv2_with_shuffled_labels_scores_near_chance() {
         "Imagenetv2 accuracy {acc} with shuffled labels (chance 0.25)"
     );
 }
+
+#[test]
+fn virb_imagenetv2_yaml_runs_unchanged_and_max_epochs_caps_a_full_config() {
+    let env = Env::new();
+    fixtures(&env);
+    // ViRB's imagenet job with its 100 epochs, cut short for a smoke test.
+    env.write(
+        "imagenet.yaml",
+        &format!("Imagenet:\n  task: Imagenet\n  training_configs:\n    adam-0.001: {{optimizer: adam, lr: 0.001}}\n  num_epochs: 100\n  batch_size: 8\n  image_size: {IMAGE_SIZE}\n"),
+    );
+    let out = env.host(&[
+        "run",
+        "--experiment-list",
+        "experiments.yaml",
+        "--virb-configs",
+        "imagenet.yaml",
+        "--data-root",
+        "data",
+        "--out",
+        "out",
+        "--max-epochs",
+        "2",
+    ]);
+    assert!(out.ok(), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("note: --max-epochs 2: Imagenet train for 2 epoch(s) only"),
+        "{}",
+        out.stderr
+    );
+    let r = read_json(&env.path("out/probe/Imagenet-adam-0.001/results.json"));
+    assert_eq!(r["epochs"], 2);
+    // ViRB's imagenetv2.yaml, verbatim: a top-level `batch_size` (an indentation slip).
+    env.write(
+        "imagenetv2.yaml",
+        "Imagenetv2:\n  task: \"Imagenetv2\"\n  task_head_weights_path: \"out/%s/Imagenet*/model_head.pt\"\nbatch_size: 32\n",
+    );
+    let out = env.host(&[
+        "run",
+        "--experiment-list",
+        "experiments.yaml",
+        "--virb-configs",
+        "imagenetv2.yaml",
+        "--data-root",
+        "data",
+        "--out",
+        "out",
+    ]);
+    assert!(out.ok(), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("note: imagenetv2.yaml:4: top-level `batch_size: 32` is not a job; it is the default of every job that does not set `batch_size` (Imagenetv2)"),
+        "{}",
+        out.stderr
+    );
+    assert!(env
+        .path("out/probe/Imagenetv2-adam-0.001/results.json")
+        .is_file());
+}
