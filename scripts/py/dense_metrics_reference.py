@@ -1,4 +1,4 @@
-"""Reference values of virb's pixel-wise metrics, computed with NumPy on fixed seeded tensors.
+"""Reference values of virb's pixel-wise metrics (NumPy) and heads (PyTorch) on fixed seeded tensors.
 
 Usage: dense_metrics_reference.py OUT_DIR
 
@@ -6,6 +6,11 @@ Writes OUT_DIR/inputs.safetensors (the tensors), OUT_DIR/expected.json (the metr
 KITTI-style flow PNGs written by a minimal PNG encoder of its own (zlib + struct, independent of
 the PNG library virb uses): OUT_DIR/flow16.png (16-bit RGB, the devkit's encoding), with its
 decoded values in inputs.safetensors, and OUT_DIR/flow8.png (8-bit RGB, which must be refused).
+
+OUT_DIR/pixel_heads.safetensors holds ViRB's PixelWise decoder and SiamesePixelWise head built in
+PyTorch as ViRB writes them (nn.Sequential(Conv2d 3x3, PixelShuffle(2), LeakyReLU) blocks named
+up1..up5, 1x1 fusion1..fusion5 convs), on a small pyramid with odd sizes: their weights (under
+`dec/` and `sia/`), inputs and outputs.
 
 Definitions (as in mmsegmentation, the depth toolbox DINOv2/v3 use, and RAFT):
 - segmentation: one confusion matrix over all pixels (ignore label excluded); IoU = TP/(TP+FP+FN);
@@ -86,6 +91,70 @@ def png(path, pixels, bit_depth):
         f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
+def pixel_heads(out):
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    torch.manual_seed(7)
+
+    class Decoder(nn.Module):
+        def __init__(self, ch, out_ch):
+            super().__init__()
+            n = len(ch)
+            for i in range(n):
+                cin, cout = ch[n - 1 - i], ch[n - 2 - i] if i + 1 < n else out_ch
+                layers = [nn.Conv2d(cin, 4 * cout, 3, padding=1), nn.PixelShuffle(2)]
+                if i + 1 < n:
+                    layers.append(nn.LeakyReLU(0.01))
+                setattr(self, f"up{i + 1}", nn.Sequential(*layers))
+            self.n = n
+
+        def forward(self, levels):
+            x = levels[-1]
+            for i in range(self.n):
+                x = getattr(self, f"up{i + 1}")(x)
+                if i + 1 == self.n:
+                    break
+                skip = levels[self.n - 2 - i]
+                x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False) + skip
+            return x
+
+    class Siamese(Decoder):
+        def __init__(self, ch, out_ch):
+            super().__init__(ch, out_ch)
+            for i, c in enumerate(reversed(ch)):
+                setattr(self, f"fusion{i + 1}", nn.Conv2d(2 * c, c, 1))
+
+        def forward(self, levels):
+            fused = []
+            for k, x in enumerate(levels):
+                b, _, c, h, w = x.shape
+                fused.append(getattr(self, f"fusion{self.n - k}")(x.reshape(b, 2 * c, h, w)))
+            return super().forward(fused)
+
+    ch = [8, 12, 16, 20, 24]
+    sizes = [18, 9, 5, 3, 2]  # a ResNet's strides on a 36-px input
+    t = {}
+    dec = Decoder(ch, 3).eval()
+    levels = [torch.randn(2, c, s, s) for c, s in zip(ch, sizes)]
+    with torch.no_grad():
+        t["dec_out"] = dec(levels)
+    sia = Siamese(ch, 1).eval()
+    pairs = [torch.randn(2, 2, c, s, s) for c, s in zip(ch, sizes)]
+    with torch.no_grad():
+        t["sia_out"] = sia(pairs)
+    for k, v in dec.state_dict().items():
+        t[f"dec/{k}"] = v
+    for k, v in sia.state_dict().items():
+        t[f"sia/{k}"] = v
+    for i, (x, y) in enumerate(zip(levels, pairs)):
+        t[f"dec_in_{i}"], t[f"sia_in_{i}"] = x, y
+    from safetensors.torch import save_file as save_torch
+
+    save_torch({k: v.contiguous() for k, v in t.items()}, os.path.join(out, "pixel_heads.safetensors"))
+
+
 def main(out):
     os.makedirs(out, exist_ok=True)
     rng = np.random.default_rng(1234)
@@ -154,6 +223,7 @@ def main(out):
     save_file({k: np.ascontiguousarray(v) for k, v in t.items()}, os.path.join(out, "inputs.safetensors"))
     with open(os.path.join(out, "expected.json"), "w") as f:
         json.dump(e, f, indent=1)
+    pixel_heads(out)
 
 
 if __name__ == "__main__":

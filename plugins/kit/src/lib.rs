@@ -13,3 +13,4 @@ pub mod flow_png;
 pub mod heads;
 pub mod image;
 pub mod metrics;
+pub mod pixel_heads;

@@ -1,9 +1,10 @@
 //! The pixel-wise metrics and the KITTI flow decoder against NumPy on fixed seeded tensors
 //! (`scripts/py/dense_metrics_reference.py`), fed in uneven batches so that what is checked is
-//! the accumulation over a whole split, not one batch.
+//! the accumulation over a whole split, not one batch; and ViRB's pixel-wise decoders against
+//! the same modules built in PyTorch, on the same weights.
 use std::collections::HashMap;
 use tch::Tensor;
-use virb_plugin_kit::{dense_metrics, flow_png};
+use virb_plugin_kit::{dense_metrics, flow_png, pixel_heads};
 use virb_tests::{dense_reference_dir, read_json};
 
 fn inputs() -> HashMap<String, Tensor> {
@@ -158,5 +159,61 @@ fn kitti_flow_png_decodes_as_the_devkit_does() {
             .contains("flow8.png is a Rgb8 image, not a 16-bit RGB PNG"),
         "{}",
         err.message
+    );
+}
+
+/// Copies the reference weights under `prefix` into `vs`, checking that both name the same
+/// tensors with the same shapes.
+fn load_prefixed(vs: &tch::nn::VarStore, all: &HashMap<String, Tensor>, prefix: &str) {
+    let mut own = vs.variables();
+    let theirs: Vec<(&String, &Tensor)> =
+        all.iter().filter(|(k, _)| k.starts_with(prefix)).collect();
+    assert_eq!(theirs.len(), own.len(), "tensor count");
+    for (k, src) in theirs {
+        let name = &k[prefix.len()..];
+        let dst = own
+            .get_mut(name)
+            .unwrap_or_else(|| panic!("virb has no `{name}`"));
+        assert_eq!(dst.size(), src.size(), "{name}");
+        tch::no_grad(|| dst.copy_(src));
+    }
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.size(), b.size());
+    (a - b).abs().max().double_value(&[])
+}
+
+#[test]
+fn pixel_decoders_match_pytorch_on_the_same_weights() {
+    let t: HashMap<String, Tensor> =
+        Tensor::read_safetensors(dense_reference_dir().join("pixel_heads.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
+    let channels = [8, 12, 16, 20, 24];
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let dec = pixel_heads::PixelDecoder::new(&vs.root(), &channels, 3).unwrap();
+    load_prefixed(&vs, &t, "dec/");
+    let levels: Vec<Tensor> = (0..5)
+        .map(|i| t[&format!("dec_in_{i}")].shallow_clone())
+        .collect();
+    let out = tch::no_grad(|| dec.forward(&levels)).unwrap();
+    assert!(out.abs().max().double_value(&[]) > 0.1, "a trivial output");
+    let d = max_diff(&out, &t["dec_out"]);
+    assert!(d <= 1e-4, "PixelWise decoder: max |virb - PyTorch| = {d}");
+
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let fusion = pixel_heads::SiameseFusion::new(&vs.root(), &channels);
+    let dec = pixel_heads::PixelDecoder::new(&vs.root(), &channels, 1).unwrap();
+    load_prefixed(&vs, &t, "sia/");
+    let pairs: Vec<Tensor> = (0..5)
+        .map(|i| t[&format!("sia_in_{i}")].shallow_clone())
+        .collect();
+    let out = tch::no_grad(|| dec.forward(&fusion.forward(&pairs).unwrap())).unwrap();
+    let d = max_diff(&out, &t["sia_out"]);
+    assert!(
+        d <= 1e-4,
+        "SiamesePixelWise head: max |virb - PyTorch| = {d}"
     );
 }
