@@ -150,6 +150,24 @@ def pixel_heads(out):
         t[f"sia/{k}"] = v
     for i, (x, y) in enumerate(zip(levels, pairs)):
         t[f"dec_in_{i}"], t[f"sia_in_{i}"] = x, y
+    # Losses (PyTorch's own): weighted cross-entropy with an ignored id, and L1 over valid depth.
+    rng = np.random.default_rng(99)
+    logits = torch.from_numpy(rng.normal(size=(3, 5, 6, 7)).astype(np.float32)).requires_grad_()
+    target = torch.from_numpy(rng.integers(0, 5, size=(3, 6, 7)))
+    target[0, 0, :4] = 255
+    w = torch.tensor([0.1, 1.0, 1.0, 1.0, 1.0])
+    ce = F.cross_entropy(logits, target, weight=w, ignore_index=255)
+    ce.backward()
+    t["ce_logits"], t["ce_target"], t["ce_loss"], t["ce_grad"] = logits.detach(), target, ce.detach(), logits.grad
+    pred = torch.from_numpy(rng.normal(loc=3.0, size=(3, 1, 6, 7)).astype(np.float32)).requires_grad_()
+    gt = torch.from_numpy(rng.uniform(0.5, 6.0, size=(3, 6, 7)).astype(np.float32))
+    gt[0, 0, :3] = 0.0
+    gt[1, 1, 1] = float("nan")
+    gt[2, 2, 2] = float("inf")
+    valid = torch.isfinite(gt) & (gt > 0)
+    l1 = (pred[:, 0][valid] - gt[valid]).abs().mean()
+    l1.backward()
+    t["l1_pred"], t["l1_gt"], t["l1_loss"], t["l1_grad"] = pred.detach(), gt, l1.detach(), pred.grad
     from safetensors.torch import save_file as save_torch
 
     save_torch({k: v.contiguous() for k, v in t.items()}, os.path.join(out, "pixel_heads.safetensors"))

@@ -4,7 +4,7 @@
 //! the same modules built in PyTorch, on the same weights.
 use std::collections::HashMap;
 use tch::Tensor;
-use virb_plugin_kit::{dense_metrics, flow_png, pixel_heads};
+use virb_plugin_kit::{dense_losses, dense_metrics, flow_png, pixel_heads};
 use virb_tests::{dense_reference_dir, read_json};
 
 fn inputs() -> HashMap<String, Tensor> {
@@ -216,4 +216,56 @@ fn pixel_decoders_match_pytorch_on_the_same_weights() {
         d <= 1e-4,
         "SiamesePixelWise head: max |virb - PyTorch| = {d}"
     );
+}
+
+#[test]
+fn pixel_losses_match_pytorch_with_their_gradients() {
+    let t: HashMap<String, Tensor> =
+        Tensor::read_safetensors(dense_reference_dir().join("pixel_heads.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
+    let logits = t["ce_logits"].copy().set_requires_grad(true);
+    let ce = dense_losses::cross_entropy(
+        &logits,
+        &t["ce_target"],
+        Some(&[0.1, 1.0, 1.0, 1.0, 1.0]),
+        Some(255),
+    )
+    .unwrap();
+    ce.backward();
+    assert!(
+        max_diff(&ce, &t["ce_loss"]) <= 1e-6,
+        "CE {ce} vs {}",
+        t["ce_loss"]
+    );
+    assert!(
+        max_diff(&logits.grad(), &t["ce_grad"]) <= 1e-6,
+        "CE gradient"
+    );
+    let pred = t["l1_pred"].copy().set_requires_grad(true);
+    let l1 = dense_losses::masked_l1(&pred, &t["l1_gt"]).unwrap();
+    l1.backward();
+    assert!(
+        max_diff(&l1, &t["l1_loss"]) <= 1e-6,
+        "masked L1 {l1} vs {}",
+        t["l1_loss"]
+    );
+    assert!(
+        max_diff(&pred.grad(), &t["l1_grad"]) <= 1e-7,
+        "masked L1 gradient"
+    );
+    // A class id outside the head's classes is named, not a libtorch assertion.
+    let bad = t["ce_target"].copy();
+    let _ = bad.get(1).get(2).get(3).fill_(9);
+    let err = dense_losses::cross_entropy(&t["ce_logits"], &bad, None, Some(255)).unwrap_err();
+    assert!(
+        err.message.contains("class id 9 is outside 0..4"),
+        "{}",
+        err.message
+    );
+    // No valid depth: a zero loss that still has a gradient.
+    let none = dense_losses::masked_l1(&pred, &t["l1_gt"].zeros_like()).unwrap();
+    assert_eq!(none.double_value(&[]), 0.0);
+    assert!(none.requires_grad());
 }
