@@ -168,9 +168,103 @@ def pixel_heads(out):
     l1 = (pred[:, 0][valid] - gt[valid]).abs().mean()
     l1.backward()
     t["l1_pred"], t["l1_gt"], t["l1_loss"], t["l1_grad"] = pred.detach(), gt, l1.detach(), pred.grad
+    deeplab(t)
     from safetensors.torch import save_file as save_torch
 
     save_torch({k: v.contiguous() for k, v in t.items()}, os.path.join(out, "pixel_heads.safetensors"))
+
+
+def deeplab(t):
+    """ViRB's DeepLabV3+ head with its BatchNorm mistakes fixed (momentum 0.0003 as momentum, the
+    low-level reducer following train/eval), the layer4 replica's BN always in eval mode."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    torch.manual_seed(11)
+    m = 0.0003
+
+    class Bottleneck(nn.Module):
+        def __init__(self, cin, w, d):
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2d(cin, w, 1, bias=False), nn.BatchNorm2d(w)
+            self.conv2, self.bn2 = nn.Conv2d(w, w, 3, padding=d, dilation=d, bias=False), nn.BatchNorm2d(w)
+            self.conv3, self.bn3 = nn.Conv2d(w, 4 * w, 1, bias=False), nn.BatchNorm2d(4 * w)
+            self.downsample = (
+                nn.Sequential(nn.Conv2d(cin, 4 * w, 1, bias=False), nn.BatchNorm2d(4 * w)) if cin != 4 * w else None
+            )
+
+        def forward(self, x):
+            y = F.relu(self.bn1(self.conv1(x)))
+            y = F.relu(self.bn2(self.conv2(y)))
+            y = self.bn3(self.conv3(y))
+            return F.relu(y + (self.downsample(x) if self.downsample is not None else x))
+
+    class Block4(nn.Module):
+        def __init__(self, c3, w):
+            super().__init__()
+            self.upsample_layer = Bottleneck(c3, w, 2)
+            self.conv = nn.Sequential(Bottleneck(4 * w, w, 4), Bottleneck(4 * w, w, 2))
+
+        def forward(self, x):
+            return self.conv(self.upsample_layer(x))
+
+    class ASPP(nn.Module):
+        def __init__(self, cin, a):
+            super().__init__()
+            for i, (k, d) in enumerate([(1, 1), (3, 6), (3, 12), (3, 18), (1, 1)], 1):
+                setattr(self, f"aspp{i}", nn.Conv2d(cin, a, k, padding=d * (k // 2), dilation=d, bias=False))
+                setattr(self, f"aspp{i}_bn", nn.BatchNorm2d(a, momentum=m))
+            self.conv2, self.bn2 = nn.Conv2d(5 * a, a, 1, bias=False), nn.BatchNorm2d(a, momentum=m)
+
+        def forward(self, x):
+            cbr = lambda i, y: F.relu(getattr(self, f"aspp{i}_bn")(getattr(self, f"aspp{i}")(y)))
+            out = [cbr(i, x) for i in range(1, 5)]
+            pooled = cbr(5, F.adaptive_avg_pool2d(x, 1))
+            out.append(F.interpolate(pooled, size=x.shape[-2:], mode="bilinear", align_corners=True))
+            return F.relu(self.bn2(self.conv2(torch.cat(out, 1))))
+
+    class DeepLab(nn.Module):
+        def __init__(self, c1, c3, w, a, low, classes):
+            super().__init__()
+            self.block4 = Block4(c3, w)
+            self.aspp = ASPP(4 * w, a)
+            self.low_level_feature_reducer = nn.Sequential(nn.Conv2d(c1, low, 1), nn.BatchNorm2d(low, momentum=m), nn.ReLU())
+            self.decoder = nn.Sequential(
+                nn.Conv2d(low + a, a, 3, padding=1), nn.BatchNorm2d(a, momentum=m), nn.ReLU(),
+                nn.Conv2d(a, a, 3, padding=1), nn.BatchNorm2d(a, momentum=m), nn.ReLU(),
+                nn.Conv2d(a, classes, 3, padding=1),
+            )
+
+        def train(self, mode=True):
+            super().train(mode)
+            self.block4.eval()
+            return self
+
+        def forward(self, b1, b3, size):
+            x = self.aspp(self.block4(b3))
+            x = F.interpolate(x, size=b1.shape[-2:], mode="bilinear", align_corners=True)
+            y = self.decoder(torch.cat([self.low_level_feature_reducer(b1), x], 1))
+            return F.interpolate(y, size=size, mode="bilinear", align_corners=True)
+
+    head = DeepLab(12, 20, 6, 16, 8, 3)
+    with torch.no_grad():
+        for mod in head.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.uniform_(-0.2, 0.2)
+                mod.running_mean.uniform_(-0.3, 0.3)
+                mod.running_var.uniform_(0.5, 2.0)
+    b1, b3 = torch.randn(2, 12, 9, 9), torch.randn(2, 20, 3, 3)
+    for k, v in head.state_dict().items():
+        if not k.endswith("num_batches_tracked"):
+            t[f"deeplab/{k}"] = v.clone()
+    with torch.no_grad():
+        t["deeplab_eval"] = head.eval()(b1, b3, (36, 36))
+        t["deeplab_train"] = head.train()(b1, b3, (36, 36))
+    t["deeplab_b1"], t["deeplab_b3"] = b1, b3
+    t["deeplab_after_train_aspp1_mean"] = head.aspp.aspp1_bn.running_mean.clone()
+    t["deeplab_after_train_block4_mean"] = head.block4.upsample_layer.bn1.running_mean.clone()
 
 
 def main(out):

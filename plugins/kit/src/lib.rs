@@ -7,6 +7,7 @@
 #![allow(non_local_definitions)]
 
 pub mod dataset;
+pub mod deeplab;
 pub mod dense_losses;
 pub mod dense_metrics;
 pub mod draw;

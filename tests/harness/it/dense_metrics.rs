@@ -4,7 +4,7 @@
 //! the same modules built in PyTorch, on the same weights.
 use std::collections::HashMap;
 use tch::Tensor;
-use virb_plugin_kit::{dense_losses, dense_metrics, flow_png, pixel_heads};
+use virb_plugin_kit::{deeplab, dense_losses, dense_metrics, flow_png, pixel_heads};
 use virb_tests::{dense_reference_dir, read_json};
 
 fn inputs() -> HashMap<String, Tensor> {
@@ -268,4 +268,83 @@ fn pixel_losses_match_pytorch_with_their_gradients() {
     let none = dense_losses::masked_l1(&pred, &t["l1_gt"].zeros_like()).unwrap();
     assert_eq!(none.double_value(&[]), 0.0);
     assert!(none.requires_grad());
+}
+
+#[test]
+fn deeplab_matches_pytorch_in_eval_and_train_mode() {
+    let t: HashMap<String, Tensor> =
+        Tensor::read_safetensors(dense_reference_dir().join("pixel_heads.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
+    let cfg = deeplab::DeepLabConfig {
+        low_channels: 12,
+        mid_channels: 20,
+        width: 6,
+        aspp: 16,
+        low: 8,
+        classes: 3,
+    };
+    let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let head = deeplab::DeepLab::new(&vs.root(), cfg);
+    load_prefixed(&vs, &t, "deeplab/");
+    let (b1, b3) = (&t["deeplab_b1"], &t["deeplab_b3"]);
+    let eval = tch::no_grad(|| head.forward(b1, b3, [36, 36], false)).unwrap();
+    let d = max_diff(&eval, &t["deeplab_eval"]);
+    assert!(d <= 1e-4, "DeepLab eval: max |virb - PyTorch| = {d}");
+    let train = tch::no_grad(|| head.forward(b1, b3, [36, 36], true)).unwrap();
+    let d = max_diff(&train, &t["deeplab_train"]);
+    assert!(
+        d <= 1e-4,
+        "DeepLab train mode (batch statistics): max |virb - PyTorch| = {d}"
+    );
+    assert!(
+        max_diff(&eval, &train) > 1e-3,
+        "train and eval mode should differ"
+    );
+    // Momentum 0.0003 moved the ASPP's running mean a little; the layer4 replica's did not move.
+    let vars = vs.variables();
+    let d = max_diff(
+        &vars["aspp.aspp1_bn.running_mean"],
+        &t["deeplab_after_train_aspp1_mean"],
+    );
+    assert!(d <= 1e-6, "ASPP running mean after a training step: {d}");
+    let d = max_diff(
+        &vars["block4.upsample_layer.bn1.running_mean"],
+        &t["deeplab_after_train_block4_mean"],
+    );
+    assert!(
+        d == 0.0,
+        "the layer4 replica's statistics must stay frozen: {d}"
+    );
+    // The replica starts from the encoder's layer4 (torchvision names).
+    let encoder: Vec<(String, Tensor)> = vars
+        .iter()
+        .filter_map(|(k, v)| {
+            let k = k
+                .replace("block4.upsample_layer.", "layer4.0.")
+                .replace("block4.conv.0.", "layer4.1.")
+                .replace("block4.conv.1.", "layer4.2.");
+            k.starts_with("layer4.").then(|| (k, v.ones_like()))
+        })
+        .collect();
+    let n = deeplab::DeepLab::load_layer4(&mut vs, "", &encoder).unwrap();
+    assert_eq!(n, encoder.len());
+    assert_eq!(
+        vs.variables()["block4.conv.1.conv3.weight"]
+            .mean(tch::Kind::Float)
+            .double_value(&[]),
+        1.0
+    );
+    let wrong = vec![(
+        "layer4.0.conv1.weight".to_string(),
+        Tensor::ones([7, 7, 1, 1], tch::kind::FLOAT_CPU),
+    )];
+    let err = deeplab::DeepLab::load_layer4(&mut vs, "", &wrong).unwrap_err();
+    assert!(
+        err.message
+            .contains("encoder tensor `layer4.0.conv1.weight` has shape [7, 7, 1, 1]"),
+        "{}",
+        err.message
+    );
 }
