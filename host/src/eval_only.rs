@@ -84,7 +84,12 @@ pub(crate) fn run_eval_job(
             );
             eprintln!("error: experiment `{}`, job `{job_name}`: {e}", exp.name);
             rows.push(failed_row(exp, job_name, &config, &e));
+            // The first of the two is not evaluated either: neither result would be trustworthy.
+            let before = pending.len();
             pending.retain(|(d, ..)| *d != first);
+            if pending.len() < before {
+                rows.push(failed_row(exp, job_name, &config, &e));
+            }
             continue;
         }
         match complete_row(&out_dir, &hash) {

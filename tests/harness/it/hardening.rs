@@ -519,5 +519,38 @@ fn an_unwritable_checkpoint_is_a_warning_in_words() {
         );
     }
     assert_eq!(env.results().len(), 1);
-    let _ = IMAGE_SIZE;
+}
+
+#[test]
+fn two_heads_in_out_with_one_config_name_are_not_evaluated_into_one_folder() {
+    let env = Env::new();
+    for task in ["Imagenet", "Imagenetv2"] {
+        env.fixture(task, 2, 3, 2, IMAGE_SIZE);
+    }
+    env.write(
+        "experiments.yaml",
+        &format!("probe: '{}'\n", weights().display()),
+    );
+    // Two Imagenet jobs with a config of the same name, from two files (one file is refused).
+    for job in ["ImA", "ImB"] {
+        env.write(
+            "virb.yaml",
+            &format!("{job}:\n  task: Imagenet\n  training_configs:\n    adam: {{optimizer: adam, lr: 0.001}}\n  num_epochs: 1\n  image_size: {IMAGE_SIZE}\n"),
+        );
+        let out = env.run();
+        assert!(out.ok(), "{}", out.stderr);
+    }
+    env.write(
+        "virb.yaml",
+        &format!("V2:\n  task: Imagenetv2\n  image_size: {IMAGE_SIZE}\n"),
+    );
+    let out = env.run();
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("have the same config name `adam`, so both results would be written to out/probe/V2-adam; rename one of the configs"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stdout.matches("FAILED").count(), 2, "{}", out.stdout);
+    assert!(!env.path("out/probe/V2-adam").exists());
 }
