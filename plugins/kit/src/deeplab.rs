@@ -14,34 +14,13 @@
 //!    the head's train/eval mode (ViRB's stayed in training mode, even at test).
 //! 4. `decoder`: 3x3 conv, BN, ReLU, 3x3 conv, BN, ReLU, 3x3 conv to the classes; resized
 //!    (bilinear, align_corners true) to the input image.
+use crate::pixel_heads::conv;
 use tch::nn;
 use tch::Tensor;
 use virb_plugin_api::PluginError;
 
 /// BatchNorm momentum of the ASPP, reducer and decoder (DeepLab's decay 0.9997).
 const BN_MOMENTUM: f64 = 0.0003;
-
-fn conv(vs: nn::Path, cin: i64, cout: i64, k: i64, dilation: i64, bias: bool) -> nn::Conv2D {
-    let bound = 1.0 / ((cin * k * k) as f64).sqrt();
-    let init = nn::Init::Uniform {
-        lo: -bound,
-        up: bound,
-    };
-    nn::conv2d(
-        vs,
-        cin,
-        cout,
-        k,
-        nn::ConvConfig {
-            padding: dilation * (k / 2),
-            dilation,
-            bias,
-            ws_init: init,
-            bs_init: init,
-            ..Default::default()
-        },
-    )
-}
 
 fn bn(vs: nn::Path, c: i64, momentum: f64) -> nn::BatchNorm {
     nn::batch_norm2d(

@@ -14,9 +14,17 @@
 use tch::{nn, Tensor};
 use virb_plugin_api::{FeatureSpec, PluginError};
 
-/// PyTorch's default initialisation of a conv layer (kaiming-uniform with a = sqrt(5) for the
-/// weight, which is U(-1/sqrt(fan_in), 1/sqrt(fan_in)), and the same bound for the bias).
-fn conv(vs: nn::Path, cin: i64, cout: i64, k: i64, padding: i64) -> nn::Conv2D {
+/// A conv layer with PyTorch's default initialisation (kaiming-uniform with a = sqrt(5) for the
+/// weight, which is U(-1/sqrt(fan_in), 1/sqrt(fan_in)), and the same bound for the bias), padded
+/// to keep the size (`dilation * (k / 2)`). Shared by the kit's pixel-wise heads.
+pub(crate) fn conv(
+    vs: nn::Path,
+    cin: i64,
+    cout: i64,
+    k: i64,
+    dilation: i64,
+    bias: bool,
+) -> nn::Conv2D {
     let bound = 1.0 / ((cin * k * k) as f64).sqrt();
     let init = nn::Init::Uniform {
         lo: -bound,
@@ -28,7 +36,9 @@ fn conv(vs: nn::Path, cin: i64, cout: i64, k: i64, padding: i64) -> nn::Conv2D {
         cout,
         k,
         nn::ConvConfig {
-            padding,
+            padding: dilation * (k / 2),
+            dilation,
+            bias,
             ws_init: init,
             bs_init: init,
             ..Default::default()
@@ -84,7 +94,7 @@ impl PixelDecoder {
             .map(|i| {
                 let cin = channels[n - 1 - i];
                 let cout = if i + 1 < n { channels[n - 2 - i] } else { out };
-                conv(vs / format!("up{}", i + 1) / "0", cin, 4 * cout, 3, 1)
+                conv(vs / format!("up{}", i + 1) / "0", cin, 4 * cout, 3, 1, true)
             })
             .collect();
         Ok(PixelDecoder { ups })
@@ -130,7 +140,7 @@ impl SiameseFusion {
         let fusions = (0..n)
             .map(|i| {
                 let c = channels[n - 1 - i];
-                conv(vs / format!("fusion{}", i + 1), 2 * c, c, 1, 0)
+                conv(vs / format!("fusion{}", i + 1), 2 * c, c, 1, 1, true)
             })
             .collect::<Vec<_>>();
         // Stored deepest first; `forward` takes levels shallow to deep.
