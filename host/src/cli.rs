@@ -71,6 +71,30 @@ pub fn seed(s: &str) -> Result<u64, String> {
     integer(s, "a non-negative integer")
 }
 
+/// A byte count: a number with an optional `K`, `M`, `G` or `T` suffix (powers of 1024; `B`,
+/// `iB` and lower case accepted), e.g. `8G`, `1.5T`, `500M`, `4096`.
+pub fn bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .or_else(|| t.strip_suffix('b'))
+        .unwrap_or(t);
+    let (num, mult) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M') => (&t[..t.len() - 1], 1 << 20),
+        Some('G') => (&t[..t.len() - 1], 1 << 30),
+        Some('T') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    match num.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok((v * mult as f64) as u64),
+        _ => Err(format!(
+            "`{s}` is not a size: give bytes or a number with K, M, G or T (e.g. 8G)"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +117,11 @@ mod tests {
         assert!(image_side("0").is_err() && image_side("16").is_ok());
         assert!(seed("-1").expect_err("negative").contains("non-negative"));
         assert!(workers("99999999999999999999999").is_err());
+        assert_eq!(bytes("8G"), Ok(8 << 30));
+        assert_eq!(bytes("1.5KiB"), Ok(1536));
+        assert_eq!(bytes("500m"), Ok(500 << 20));
+        assert_eq!(bytes("4096"), Ok(4096));
+        assert!(bytes("-1G").expect_err("negative").contains("not a size"));
+        assert!(bytes("lots").is_err());
     }
 }

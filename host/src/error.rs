@@ -20,6 +20,16 @@ pub enum JobError {
         /// Global optimiser step.
         step: u64,
     },
+    /// A split whose samples differ in input size cannot be encoded into one cache.
+    #[error("the samples of {split} differ in input size ({}x{} and {}x{})", first.0, first.1, other.0, other.1)]
+    VariableInputSize {
+        /// The split.
+        split: String,
+        /// The first sample's height and width.
+        first: (u32, u32),
+        /// Another size found.
+        other: (u32, u32),
+    },
     /// Anything else, already phrased for the user.
     #[error("{0}")]
     Other(String),

@@ -2,13 +2,12 @@
 //! they name trained for the same experiment, found in `--out`.
 use crate::config::JobConfig;
 use crate::error::{plugin, JobError};
-use crate::features::FeatureStore;
 use crate::names::{self, NameKind};
 use crate::plugins::TaskEntry;
 use crate::results::{self, hash_json, sha256_file, Row, RunRecord};
 use crate::runner::{
-    complete_row, failed_row, job_identity, metric_names, open_split, split_features, write_record,
-    Ctx, ExpCtx, RecordParts,
+    complete_row, failed_row, job_identity, metric_names, open_split, write_record, Ctx, ExpCtx,
+    RecordParts,
 };
 use crate::train;
 use std::{collections::BTreeMap, path::PathBuf};
@@ -19,7 +18,7 @@ use virb_plugin_api::{device_name, HeadRequest, Split};
 /// and standard deviation over seeds.
 pub(crate) fn run_eval_job(
     ctx: &Ctx<'_>,
-    ec: &mut ExpCtx<'_>,
+    ec: &ExpCtx<'_>,
     job_name: &str,
     job: &JobConfig,
     task: &TaskEntry,
@@ -102,8 +101,10 @@ pub(crate) fn run_eval_job(
     }
     let test_ds = open_split(ctx, task, job, Split::Test)?;
     let test_meta = plugin(test_ds.meta())?;
-    let (test, timings) = split_features(ctx, ec, task, job, job_name, Split::Test, &test_ds)?;
+    let served = crate::splits::serve_split(ctx, ec, task, job, job_name, Split::Test, &test_ds)?;
+    let test = served.store();
     let features = test.feature_specs();
+    let (input_height, input_width) = test.input_hw();
     let names = metric_names(task);
     for (dir, r, config, hash) in pending {
         let folder = dir
@@ -146,6 +147,10 @@ pub(crate) fn run_eval_job(
                     num_outputs,
                     device: device_name(ctx.opts.device).into(),
                     seed: src.seed,
+                    options_json: job.task_options_json().into(),
+                    input_height,
+                    input_width,
+                    encoder_state: Default::default(),
                 }))?;
                 let state = state
                     .into_iter()
@@ -153,13 +158,15 @@ pub(crate) fn run_eval_job(
                     .collect();
                 plugin(head.load_state(state))?;
                 let t0 = std::time::Instant::now();
-                let (test_loss, test_metrics) =
-                    train::evaluate(&head, &test, job.eval_batch_size() as i64, ctx.opts.device)?;
+                let eval =
+                    train::evaluate(&head, test, job.eval_batch_size() as i64, ctx.opts.device)?;
+                let (test_loss, test_metrics) = (eval.loss, eval.metrics);
                 runs.push(RunRecord {
                     seed: src.seed,
                     status: "ok".into(),
                     error: None,
                     test_metrics: names.iter().cloned().zip(test_metrics).collect(),
+                    test_details: eval.details,
                     test_loss: Some(test_loss),
                     train_metrics: BTreeMap::new(),
                     train_loss: None,
@@ -198,7 +205,8 @@ pub(crate) fn run_eval_job(
                     test_size: test.len(),
                     validation: None,
                     num_outputs,
-                    timings,
+                    timings: served.timings(),
+                    features: ["", "encoded"],
                     evaluated_head: Some(dir.display().to_string()),
                 },
             )

@@ -5,8 +5,8 @@
 //! then encoded with the tuned encoder in eval mode, and the tuned encoder is saved next to the
 //! head (`seed-<s>/encoder.safetensors`).
 use crate::config::{Experiment, JobConfig, TrainingConfig};
+use crate::encode::{encode_batch, encode_split, read_batch, EncodeRequest, EncodeTimings};
 use crate::error::{plugin, JobError};
-use crate::features::{encode_batch, encode_split, read_batch, EncodeRequest, EncodeTimings};
 use crate::plugins::{EncoderEntry, TaskEntry};
 use crate::progress::Progress;
 use crate::runner::{run_record, save_run, saved_run, seed_dir, RunOptions, TrainedJob};
@@ -104,6 +104,7 @@ pub fn run(
         validation: None,
         num_outputs: ft.num_outputs,
         timings,
+        features: ["live", "encoded"],
     })
 }
 
@@ -151,6 +152,10 @@ fn one(
         num_outputs: ft.num_outputs.max(1),
         device: device_name(device).into(),
         seed,
+        options_json: job.task_options_json().into(),
+        input_height: job.image_size,
+        input_width: job.image_size,
+        encoder_state: Default::default(),
     }))?;
     let meta = plugin(ft.train.meta())?;
     let n = meta.len as i64;
@@ -187,7 +192,13 @@ fn one(
                 continue;
             }
             let indices: Vec<u64> = chunk.iter().map(|&i| i as u64).collect();
-            let (x, target) = read_batch(ft.train, &indices, frames, ft.pool, &meta.source)?;
+            let context = virb_plugin_api::SampleContext {
+                augment: true,
+                epoch,
+                seed,
+            };
+            let (x, target) =
+                read_batch(ft.train, &indices, frames, ft.pool, &meta.source, context)?;
             let x = x.f_to_device(encoder_device)?;
             let target = target.f_to_device(device)?;
             let feats = encode_batch(&x, frames, outputs, |x| {
@@ -196,7 +207,9 @@ fn one(
             let named: Vec<(String, Tensor)> =
                 outputs.iter().map(|o| o.to_string()).zip(feats).collect();
             let refs = crate::train::as_refs(&named);
-            match trainee.train_step(&refs, TensorRef::of(&target), &mut metric, epoch) {
+            let hw = x.size();
+            let hw = (hw[hw.len() - 2] as u32, hw[hw.len() - 1] as u32);
+            match trainee.train_step(&refs, TensorRef::of(&target), &mut metric, epoch, hw) {
                 Ok(()) => {}
                 Err(stop) => {
                     trainee.set_stop(stop);
@@ -232,7 +245,7 @@ fn one(
         },
     )?;
     *timings = *timings + t;
-    let test_len = crate::features::FeatureStore::len(&test);
+    let test_len = crate::store::FeatureStore::len(&test);
     let (outcome, head) = trainee.finish(
         &test,
         job.eval_batch_size() as i64,

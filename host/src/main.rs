@@ -5,11 +5,13 @@
 mod cli;
 mod config;
 mod elf;
+mod encode;
 mod error;
 mod eval_only;
 mod features;
 mod finetune;
 mod fixtures;
+mod grid;
 mod libtorch;
 mod names;
 mod plugins;
@@ -18,6 +20,8 @@ mod progress;
 mod results;
 mod runner;
 mod selection;
+mod splits;
+mod store;
 mod train;
 mod yaml_index;
 
@@ -90,6 +94,11 @@ enum Command {
         /// asks for 100-250 epochs). Results record the epochs actually run.
         #[arg(long = "max-epochs", value_name = "N", allow_negative_numbers = true, value_parser = cli::epochs)]
         max_epochs: Option<u32>,
+        /// Most bytes of features one split may keep when it is encoded once (`pre_encode: true`,
+        /// the default): a split over it is encoded live instead, and the run says so. A pixel-wise
+        /// task's pyramid is ~4.6 MB per 224-px image. Accepts `8G`, `500M`, `1.5T` or bytes.
+        #[arg(long = "cache-budget", value_name = "BYTES", default_value = "8G", value_parser = cli::bytes)]
+        cache_budget: u64,
     },
     /// Tables (CSV, Markdown) of encoders x tasks and PNG plots from the results in `--out`:
     /// each job's selected config (on validation when the job has a validation split).
@@ -262,6 +271,7 @@ fn main() -> ExitCode {
                 test_per_class,
                 image_size,
                 seed,
+                options_json: "{}".into(),
             };
             match fixtures::write(&reg, &task, &data_root, request, force) {
                 Ok(summary) => {
@@ -284,6 +294,7 @@ fn main() -> ExitCode {
             cache_dir,
             checkpoint_every,
             max_epochs,
+            cache_budget,
         } => {
             if let Some(n) = threads {
                 tch::set_num_threads(n);
@@ -311,6 +322,7 @@ fn main() -> ExitCode {
                 cache,
                 checkpoint_every: std::time::Duration::from_secs_f64(checkpoint_every),
                 max_epochs,
+                cache_budget,
                 experiment_list,
                 virb_configs,
                 data_root,
@@ -447,6 +459,34 @@ fn print_tasks(reg: &plugins::Registry) {
         println!("  data:   <data-root>/{}", t.info.data_dir);
         println!("  layout: {}", t.info.layout);
         println!("  metric: {}", metrics.join(", "));
+        for o in t.info.options.iter() {
+            println!("  option: {}: {}", o.name, o.help);
+        }
+        #[cfg(feature = "next-minor-test")]
+        println!("  describe: {}", describe(t));
+    }
+}
+
+/// The capability that the test build of plugin-api 0.3.1 adds (see
+/// `virb_plugin_api::next_minor`): a plugin that predates it answers "not offered", and the
+/// host falls back to saying so.
+#[cfg(feature = "next-minor-test")]
+fn describe(t: &plugins::TaskEntry) -> String {
+    use virb_plugin_api::{abi_stable::std_types::ROption, next_minor, ExtensionCall};
+    match t
+        .task
+        .extension(
+            next_minor::TASK_DESCRIBE.into(),
+            ExtensionCall::json("null"),
+        )
+        .into_result()
+    {
+        Ok(ROption::RSome(reply)) => reply.json.to_string(),
+        Ok(ROption::RNone) => format!(
+            "not offered by {} (built for plugin-api {})",
+            t.plugin.name, t.plugin.api_version
+        ),
+        Err(e) => format!("failed: {e}"),
     }
 }
 

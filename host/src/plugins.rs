@@ -282,13 +282,12 @@ fn reject(path: &Path, reason: impl Into<String>, help: impl Into<String>) -> Re
     }
 }
 
-/// What versions of plugin-api this host accepts, in words.
+/// What versions of plugin-api this host accepts, in words (any patch of its `0.y`, any minor of
+/// its major from 1.0: see `virb_plugin_api::api_compatible`).
 pub fn accepted_api_range() -> String {
     match Version::parse(PLUGIN_API_VERSION) {
-        Some(v) if v.major == 0 && v.patch == 0 => format!("{v}"),
-        Some(v) if v.major == 0 => format!("0.{}.0 to {v}", v.minor),
-        Some(v) if v.minor == 0 => format!("{v}"),
-        Some(v) => format!("{}.0.0 to {v}", v.major),
+        Some(v) if v.major == 0 => format!("0.{}.x", v.minor),
+        Some(v) => format!("{}.x", v.major),
         None => PLUGIN_API_VERSION.to_string(),
     }
 }

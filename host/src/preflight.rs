@@ -80,3 +80,36 @@ pub fn check_eval_only_names(virb: &VirbConfig, registry: &Registry) -> Result<(
     names::plan_collisions(entries.iter().map(|(j, c)| (j.as_str(), c.as_str())))
         .map_err(|e| virb.plan_error(e))
 }
+
+/// Every key of a job's `task_options` is one its task lists (`virb-host tasks` shows them): a
+/// misspelt option is an error naming the key, the job, the line and the task's options, not an
+/// option silently ignored.
+pub fn check_task_options(virb: &VirbConfig, registry: &Registry) -> Result<(), ConfigError> {
+    for (job, j) in &virb.jobs {
+        let Ok(task) = registry.task(&j.task) else {
+            continue;
+        };
+        for key in j.task_options.keys() {
+            if task.info.options.iter().any(|o| o.name.as_str() == key) {
+                continue;
+            }
+            let known: Vec<String> = task
+                .info
+                .options
+                .iter()
+                .map(|o| format!("`{}` ({})", o.name, o.help))
+                .collect();
+            let known = if known.is_empty() {
+                format!("{} takes no options", j.task)
+            } else {
+                format!("{} takes {}", j.task, known.join("; "))
+            };
+            return Err(virb.error(
+                job,
+                &["task_options", key],
+                format!("unknown task option `{key}`: {known}"),
+            ));
+        }
+    }
+    Ok(())
+}

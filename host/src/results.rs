@@ -57,6 +57,10 @@ pub struct Timings {
     pub encode_wall: f64,
     /// Whether the features came from the on-disk cache.
     pub from_cache: bool,
+    /// How each split reached training: `cached` (read from the feature cache), `encoded`
+    /// (encoded once by this run), `live` (encoded batch by batch while training).
+    #[serde(default)]
+    pub features: BTreeMap<String, String>,
     /// This config's own training calls (forward, backward, update), summed over repeats.
     pub train: f64,
     /// Evaluating on the test split, summed over repeats.
@@ -126,6 +130,9 @@ pub struct RunRecord {
     pub head_file: Option<String>,
     /// SHA-256 of the head file.
     pub head_sha256: Option<String>,
+    /// The test metric's details (per-class IoU, ...), when the task gives any.
+    #[serde(skip_serializing_if = "serde_json::Value::is_null", default)]
+    pub test_details: serde_json::Value,
     /// Seconds in this head's training calls.
     pub train_s: f64,
     /// Seconds evaluating.
@@ -199,6 +206,10 @@ pub struct ResultRecord {
     pub device: String,
     /// Versions.
     pub versions: Versions,
+    /// The test metric's details of the first finished run (per-class IoU, ...), when the task
+    /// gives any.
+    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+    pub test_details: serde_json::Value,
     /// The first run's head, relative to this file's folder.
     pub head_file: Option<String>,
     /// SHA-256 of that head file.

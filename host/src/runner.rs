@@ -9,16 +9,17 @@
 //! pass checkpoints between epochs, so a killed run loses at most the current epoch. A failing
 //! job or config is reported and skipped; the others go on.
 use crate::config::{self, ConfigError, Experiment, JobConfig, TrainingConfig};
+use crate::encode::EncodeTimings;
 use crate::error::{plugin, JobError};
-use crate::features::{
-    encode_split, split_validation, EncodeRequest, EncodeTimings, FeatureStore, MemoryStore,
-};
+use crate::grid::{train_grid, GridData};
 use crate::plugins::{EncoderEntry, Registry, TaskEntry};
 use crate::results::{
     self, hash_json, mean_std, sha256_file, EncoderRecord, PluginRef, ResultRecord, Row, RunRecord,
     TaskRecord, Timings, ValidationRecord, Versions,
 };
-use crate::train::{self, checkpoint, CheckpointPolicy, Pass, RunOutcome, Stop, Trainee};
+use crate::splits::{EncoderId, Served};
+use crate::store::{split_validation, FeatureStore};
+use crate::train::{RunOutcome, Stop};
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
@@ -26,8 +27,8 @@ use std::{
 };
 use tch::Device;
 use virb_plugin_api::{
-    device_name, DatasetBox, DatasetRequest, EncoderBox, EncoderRequest, HeadRequest, Split,
-    LIBTORCH_VERSION, PLUGIN_API_VERSION,
+    device_name, DatasetBox, DatasetRequest, EncoderBox, EncoderRequest, Split, LIBTORCH_VERSION,
+    PLUGIN_API_VERSION,
 };
 
 /// Most outputs a head may have: more than any real label set (ImageNet-21k has 21,841), far
@@ -56,6 +57,8 @@ pub struct RunOptions {
     pub checkpoint_every: Duration,
     /// Caps every job's `num_epochs` (smoke tests of full configs).
     pub max_epochs: Option<u32>,
+    /// Most bytes of features a split encoded once may hold; over it, the split is live.
+    pub cache_budget: u64,
 }
 
 /// How a run ended.
@@ -88,19 +91,16 @@ pub(crate) struct ExpCtx<'a> {
     pub(crate) exp: &'a Experiment,
     pub(crate) entry: &'a EncoderEntry,
     pub(crate) weights_sha256: String,
-    pub(crate) encoder: Option<Result<EncoderBox, String>>,
+    pub(crate) encoder: std::cell::OnceCell<Result<EncoderBox, String>>,
 }
 
 impl ExpCtx<'_> {
-    fn encoder(&mut self, ctx: &Ctx<'_>) -> Result<&EncoderBox, JobError> {
-        if self.encoder.is_none() {
-            self.encoder = Some(load_encoder(ctx, self.exp, self.entry).map_err(|e| e.to_string()));
-        }
-        match &self.encoder {
-            Some(Ok(e)) => Ok(e),
-            Some(Err(e)) => Err(JobError::Other(e.clone())),
-            None => Err(JobError::Other("encoder not loaded".into())),
-        }
+    /// The experiment's encoder, loaded on first use (a load error is kept and repeated).
+    pub(crate) fn encoder(&self, ctx: &Ctx<'_>) -> Result<&EncoderBox, JobError> {
+        self.encoder
+            .get_or_init(|| load_encoder(ctx, self.exp, self.entry).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| JobError::Other(e.clone()))
     }
 }
 
@@ -139,6 +139,7 @@ pub fn run(opts: &RunOptions, registry: &Registry) -> Result<RunSummary, SetupEr
             .map_err(|(key, message)| virb.error(name, &[key], message))?;
     }
     crate::preflight::check_eval_only_names(&virb, registry)?;
+    crate::preflight::check_task_options(&virb, registry)?;
     // Eval-only jobs evaluate heads that training jobs write: run them last.
     let mut jobs: Vec<(&String, &JobConfig)> = virb.jobs.iter().collect();
     jobs.sort_by_key(|(_, job)| {
@@ -192,14 +193,14 @@ pub fn run(opts: &RunOptions, registry: &Registry) -> Result<RunSummary, SetupEr
             });
         match prepared {
             Ok((entry, weights_sha256)) => {
-                let mut ec = ExpCtx {
+                let ec = ExpCtx {
                     exp,
                     entry,
                     weights_sha256,
-                    encoder: None,
+                    encoder: std::cell::OnceCell::new(),
                 };
                 for &(job_name, job) in &jobs {
-                    match run_job(&ctx, &mut ec, job_name, job) {
+                    match run_job(&ctx, &ec, job_name, job) {
                         Ok(job_rows) => rows.extend(job_rows),
                         Err(e) => rows.extend(failed_rows(exp, job_name, job, &e.to_string())),
                     }
@@ -286,7 +287,7 @@ pub(crate) fn job_identity(
 }
 
 /// The hash of one seed's run of a config.
-fn run_hash(identity: &serde_json::Value, cfg: &TrainingConfig, seed: u64) -> String {
+pub(crate) fn run_hash(identity: &serde_json::Value, cfg: &TrainingConfig, seed: u64) -> String {
     hash_json(&serde_json::json!({"job": identity, "config": cfg, "seed": seed}))
 }
 
@@ -366,69 +367,15 @@ pub(crate) fn open_split(
 ) -> Result<DatasetBox, JobError> {
     plugin(task.task.open(DatasetRequest {
         data_root: ctx.opts.data_root.to_string_lossy().as_ref().into(),
-        split,
+        split_ne: split.to_ne(),
         image_size: job.image_size,
-        options_json: "{}".into(),
+        options_json: job.task_options_json().into(),
     }))
-}
-
-/// Features of one split: from the verified on-disk cache when it has them, else encoded (and
-/// then cached).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn split_features(
-    ctx: &Ctx<'_>,
-    ec: &mut ExpCtx<'_>,
-    task: &TaskEntry,
-    job: &JobConfig,
-    job_name: &str,
-    split: Split,
-    ds: &DatasetBox,
-) -> Result<(MemoryStore, EncodeTimings), JobError> {
-    let meta = plugin(ds.meta())?;
-    let outputs: Vec<String> = task
-        .info
-        .required_outputs
-        .iter()
-        .map(|o| o.to_string())
-        .collect();
-    let key = crate::features::cache_key(
-        ec.exp,
-        ec.entry,
-        &ec.weights_sha256,
-        task,
-        split,
-        job,
-        &outputs,
-        &meta,
-    );
-    if let Some(cache) = &ctx.opts.cache {
-        if let Some(hit) = crate::features::load_cached(cache, &key, ctx.opts.device)? {
-            return Ok(hit);
-        }
-    }
-    let label = format!("{}/{job_name}: encode {}", ec.exp.name, split.as_str());
-    let encoder = ec.encoder(ctx)?;
-    let (store, timings) = encode_split(
-        ds,
-        &EncodeRequest {
-            encoder,
-            outputs: task.info.required_outputs.as_slice(),
-            frames: task.info.frames.max(1),
-            batch_size: job.eval_batch_size() as usize,
-            pool: &ctx.pool,
-            store_device: ctx.opts.device,
-            label,
-        },
-    )?;
-    if let Some(cache) = &ctx.opts.cache {
-        crate::features::store_cached(cache, &key, &store);
-    }
-    Ok((store, timings))
 }
 
 fn run_job(
     ctx: &Ctx<'_>,
-    ec: &mut ExpCtx<'_>,
+    ec: &ExpCtx<'_>,
     job_name: &str,
     job: &JobConfig,
 ) -> Result<Vec<Row>, JobError> {
@@ -519,44 +466,86 @@ fn run_job(
             ctx, ec, task, &identity, job_name, job, &todo, out, rows,
         ));
     }
-    let (train_full, t_train) =
-        split_features(ctx, ec, task, job, job_name, Split::Train, &train_ds)?;
-    let (test, t_test) = split_features(ctx, ec, task, job, job_name, Split::Test, &test_ds)?;
-    let encode_timings = t_train + t_test;
+    let (exp, entry) = (ec.exp, ec.entry);
+    let sha = ec.weights_sha256.clone();
+    let id = EncoderId {
+        exp,
+        entry,
+        weights_sha256: &sha,
+    };
+    let cached_train = crate::splits::cached(ctx, &id, task, job, Split::Train, &train_ds)?;
+    let cached_test = crate::splits::cached(ctx, &id, task, job, Split::Test, &test_ds)?;
+    // The encoder is loaded only when something needs it: a fully cached job never reads the
+    // weights (unless the head starts from them).
+    let encoder: Option<&EncoderBox> =
+        if cached_train.is_none() || cached_test.is_none() || task.info.wants_encoder_state {
+            Some(ec.encoder(ctx)?)
+        } else {
+            None
+        };
+    let serve = |split, ds, cached: Option<_>| -> Result<Served<'_>, JobError> {
+        match (cached, encoder) {
+            (Some(m), _) => crate::splits::serve_cached(m),
+            (None, Some(enc)) => {
+                crate::splits::serve(ctx, &id, task, job, job_name, split, ds, None, enc)
+            }
+            (None, None) => Err(JobError::Other("encoder not loaded".into())),
+        }
+    };
+    let train_full = serve(Split::Train, &train_ds, cached_train)?;
+    let test = serve(Split::Test, &test_ds, cached_test)?;
+    let encoder_state = match encoder {
+        Some(enc) if task.info.wants_encoder_state => match enc.state().into_result() {
+            Ok(state) => state.into_iter().collect(),
+            Err(e) => {
+                eprintln!(
+                    "{}/{job_name}: the encoder does not give its weights to the head ({})",
+                    exp.name, e.message
+                );
+                Vec::new()
+            }
+        },
+        _ => Vec::new(),
+    };
     let split = match job.validation_fraction {
         Some(fraction) => Some(split_validation(
-            &train_full,
+            train_full.store(),
             fraction,
             job.seed,
             !train_meta.class_names.is_empty(),
         )?),
         None => None,
     };
-    let (train, val): (&MemoryStore, Option<&MemoryStore>) = match &split {
-        Some(s) => (&s.train, Some(&s.val)),
-        None => (&train_full, None),
+    let (train, val): (&dyn FeatureStore, Option<&dyn FeatureStore>) = match &split {
+        Some(s) => (&s.train, Some(&s.val as &dyn FeatureStore)),
+        None => (train_full.store(), None),
     };
-    let out = TrainedJob {
-        outcomes: train_frozen(
-            ctx,
-            exp,
-            task,
-            &identity,
-            job_name,
-            job,
-            &todo,
+    let outcomes = train_grid(
+        ctx,
+        exp,
+        task,
+        &identity,
+        job_name,
+        job,
+        &todo,
+        &GridData {
             train,
             val,
-            &test,
-            train_meta.num_outputs,
-        )?,
+            test: test.store(),
+            num_outputs: train_meta.num_outputs,
+            encoder_state,
+        },
+    )?;
+    let out = TrainedJob {
+        outcomes,
         train_size: train.len(),
-        test_size: test.len(),
+        test_size: test.store().len(),
         validation: split
             .as_ref()
             .map(|s| (s.fraction, s.val.len(), s.stratified)),
         num_outputs: train_meta.num_outputs,
-        timings: encode_timings,
+        timings: train_full.timings() + test.timings(),
+        features: [train_full.how(), test.how()],
     };
     Ok(write_job_results(
         ctx, ec, task, &identity, job_name, job, &todo, out, rows,
@@ -571,6 +560,8 @@ pub struct TrainedJob {
     pub train_size: i64,
     /// Test samples.
     pub test_size: i64,
+    /// How each split was served (`cached`, `encoded`, `live`), train then test.
+    pub features: [&'static str; 2],
     /// `(fraction, size, stratified)` of the validation split.
     pub validation: Option<(f64, i64, bool)>,
     /// Head outputs.
@@ -654,6 +645,7 @@ pub fn run_record(outcome: &RunOutcome, names: &[String]) -> RunRecord {
         final_lr: last.map(|l| l.lr),
         head_file: None,
         head_sha256: None,
+        test_details: outcome.test_details.clone(),
         train_s: outcome.train_s,
         eval_s: outcome.eval_s,
     }
@@ -667,174 +659,12 @@ pub(crate) fn metric_names(task: &TaskEntry) -> Vec<String> {
         .collect()
 }
 
-fn higher_is_better(task: &TaskEntry) -> bool {
+pub(crate) fn higher_is_better(task: &TaskEntry) -> bool {
     task.info
         .metrics
         .first()
         .map(|m| m.higher_is_better)
         .unwrap_or(true)
-}
-
-/// Trains the pending configs on frozen features: per seed, one pass trains every config that
-/// has no saved run for that seed.
-#[allow(clippy::too_many_arguments)]
-fn train_frozen(
-    ctx: &Ctx<'_>,
-    exp: &Experiment,
-    task: &TaskEntry,
-    identity: &serde_json::Value,
-    job_name: &str,
-    job: &JobConfig,
-    todo: &[(&String, &TrainingConfig)],
-    train: &MemoryStore,
-    val: Option<&MemoryStore>,
-    test: &MemoryStore,
-    num_outputs: u32,
-) -> Result<BTreeMap<String, Result<Vec<RunRecord>, String>>, JobError> {
-    let device = ctx.opts.device;
-    let names = metric_names(task);
-    let features = train.feature_specs();
-    let bs = job.batch_size as i64;
-    let steps_per_epoch = ((train.len() + bs - 1) / bs) as u64;
-    let mut outcomes: BTreeMap<String, Result<Vec<RunRecord>, String>> = todo
-        .iter()
-        .map(|(n, _)| ((*n).clone(), Ok(Vec::new())))
-        .collect();
-    for r in 0..job.repeats {
-        let seed = job.seed.wrapping_add(r as u64);
-        let mut trainees = Vec::new();
-        let mut hashes = Vec::new();
-        for &(cfg_name, cfg) in todo {
-            if !matches!(outcomes.get(cfg_name), Some(Ok(_))) {
-                continue;
-            }
-            let cfg_dir = results::result_dir(&ctx.opts.out, &exp.name, job_name, cfg_name);
-            let hash = run_hash(identity, cfg, seed);
-            if !ctx.opts.force {
-                if let Some(saved) = saved_run(&seed_dir(&cfg_dir, seed), &hash) {
-                    if let Some(Ok(runs)) = outcomes.get_mut(cfg_name) {
-                        runs.push(saved);
-                    }
-                    continue;
-                }
-            }
-            let head = plugin(task.task.build_head(HeadRequest {
-                features: features.clone().into(),
-                num_outputs: num_outputs.max(1),
-                device: device_name(device).into(),
-                seed,
-            }))
-            .and_then(|head| {
-                Trainee::new(
-                    cfg_name,
-                    seed,
-                    head,
-                    cfg,
-                    job.num_epochs,
-                    steps_per_epoch,
-                    Vec::new(),
-                )
-            });
-            match head {
-                Ok(t) => {
-                    trainees.push((t, cfg_dir, hash.clone()));
-                    hashes.push(hash);
-                }
-                Err(e) => {
-                    eprintln!(
-                        "error: experiment `{}`, job `{job_name}`, config `{cfg_name}`: {e}",
-                        exp.name
-                    );
-                    outcomes.insert(cfg_name.clone(), Err(e.to_string()));
-                }
-            }
-        }
-        if trainees.is_empty() {
-            continue;
-        }
-        let checkpoint_dir = ctx
-            .opts
-            .out
-            .join(&exp.name)
-            .join(".checkpoints")
-            .join(format!("{job_name}-seed-{seed}"));
-        let policy = CheckpointPolicy {
-            dir: checkpoint_dir.clone(),
-            interval: ctx.opts.checkpoint_every,
-            key: hash_json(&serde_json::json!(hashes)),
-        };
-        let resuming = policy.dir.join("state.json").exists();
-        for (t, cfg_dir, _) in trainees.iter_mut() {
-            let dir = seed_dir(cfg_dir, seed);
-            if !resuming {
-                remove_event_files(&dir);
-            }
-            if let Err(e) = t.log_to(&dir) {
-                eprintln!("warning: {e}");
-            }
-        }
-        let (mut list, meta): (Vec<Trainee>, Vec<(PathBuf, String)>) =
-            trainees.into_iter().map(|(t, d, h)| (t, (d, h))).unzip();
-        let label = if job.repeats > 1 {
-            format!("{}/{job_name}: train seed {seed}", exp.name)
-        } else {
-            format!("{}/{job_name}: train", exp.name)
-        };
-        train::train_pass(
-            &mut list,
-            train,
-            &Pass {
-                job,
-                seed,
-                device,
-                label,
-                val: val.map(|v| v as &dyn FeatureStore),
-                metric_names: &names,
-                checkpoint: Some(policy),
-            },
-        )?;
-        for (t, (cfg_dir, hash)) in list.into_iter().zip(meta) {
-            let cfg_name = t.config.clone();
-            let (outcome, head) = t.finish(
-                test,
-                job.eval_batch_size() as i64,
-                device,
-                &names,
-                higher_is_better(task),
-            );
-            let saved = (|| -> Result<RunRecord, JobError> {
-                if let Some(Stop::Failed { reason }) = &outcome.stop {
-                    return Err(JobError::Other(reason.clone()));
-                }
-                let state = match outcome.stop {
-                    None => Some(
-                        plugin(head.state())?
-                            .into_iter()
-                            .map(|nt| (nt.name.to_string(), nt.tensor.into_tch()))
-                            .collect(),
-                    ),
-                    Some(_) => None,
-                };
-                save_run(&cfg_dir, &hash, run_record(&outcome, &names), state)
-            })();
-            match saved {
-                Ok(record) => {
-                    if let Some(Ok(runs)) = outcomes.get_mut(&cfg_name) {
-                        runs.push(record);
-                    }
-                }
-                Err(e) => {
-                    eprintln!(
-                        "error: experiment `{}`, job `{job_name}`, config `{cfg_name}`: {e}",
-                        exp.name
-                    );
-                    outcomes.insert(cfg_name, Err(e.to_string()));
-                }
-            }
-        }
-        checkpoint::remove(&checkpoint_dir);
-    }
-    Ok(outcomes)
 }
 
 /// Removes TensorBoard event files left by an earlier run that is being redone from scratch.
@@ -892,6 +722,7 @@ fn write_job_results(
                 validation: trained.validation,
                 num_outputs: trained.num_outputs,
                 timings: trained.timings,
+                features: trained.features,
                 evaluated_head: None,
             },
         );
@@ -966,6 +797,8 @@ pub struct RecordParts<'a> {
     pub(crate) validation: Option<(f64, i64, bool)>,
     pub(crate) num_outputs: u32,
     pub(crate) timings: EncodeTimings,
+    /// How the train and test split were served (`""` for a split not used).
+    pub(crate) features: [&'static str; 2],
     pub(crate) evaluated_head: Option<String>,
 }
 
@@ -1019,6 +852,11 @@ pub(crate) fn write_record(
         encode: p.timings.encode_s,
         encode_wall: p.timings.wall_s,
         from_cache: p.timings.from_cache,
+        features: [("train", p.features[0]), ("test", p.features[1])]
+            .into_iter()
+            .filter(|(_, how)| !how.is_empty())
+            .map(|(split, how)| (split.to_string(), how.to_string()))
+            .collect(),
         train: p.runs.iter().map(|r| r.train_s).sum(),
         eval: p.runs.iter().map(|r| r.eval_s).sum(),
     };
@@ -1073,6 +911,10 @@ pub(crate) fn write_record(
             plugin_api: PLUGIN_API_VERSION.to_string(),
             libtorch: LIBTORCH_VERSION.to_string(),
         },
+        test_details: finished
+            .first()
+            .map(|r| r.test_details.clone())
+            .unwrap_or_default(),
         head_file: first.and_then(|r| r.head_file.clone()),
         head_sha256: first.and_then(|r| r.head_sha256.clone()),
         runs: p.runs,

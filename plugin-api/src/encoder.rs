@@ -1,8 +1,10 @@
 //! What an encoder plugin provides.
-use crate::{FeatureSpec, NamedTensor, PluginError, TensorRef};
+use crate::{
+    no_extension, ExtensionCall, ExtensionResult, FeatureSpec, NamedTensor, PluginError, TensorRef,
+};
 use abi_stable::{
     sabi_trait,
-    std_types::{RBox, RResult, RSlice, RString, RVec},
+    std_types::{RBox, RResult, RSlice, RStr, RString, RVec},
     StableAbi,
 };
 
@@ -52,8 +54,14 @@ pub trait EncoderFactory: Send + Sync {
 
     /// Builds the encoder and loads its weights, strictly: a missing, unexpected or mis-shaped
     /// tensor is an error naming it.
-    #[sabi(last_prefix_field)]
     fn load(&self, request: EncoderRequest) -> RResult<EncoderBox, PluginError>;
+
+    /// A capability added after plugin-api 0.3.0, by name (see [`crate::extension`]).
+    #[sabi(last_prefix_field)]
+    fn extension(&self, name: RStr<'_>, call: ExtensionCall) -> ExtensionResult {
+        let _ = (name, call);
+        no_extension()
+    }
 }
 
 /// An encoder instance with its weights loaded on a device: frozen (eval mode, no gradients)
@@ -69,18 +77,14 @@ pub trait Encoder: Send {
     /// Runs the frozen encoder (eval mode, no gradients) on `images` `[B, 3, H, W]`, normalised,
     /// float32, on [`Encoder::device`]. Returns the requested outputs, moved to the caller, each
     /// with the batch as its first dimension.
-    #[sabi(last_prefix_field)]
     fn forward(
         &self,
         images: TensorRef<'_>,
         outputs: RSlice<'_, RString>,
     ) -> RResult<RVec<NamedTensor>, PluginError>;
 
-    // Fine-tuning (plugin-api 0.2.0). These methods come after `last_prefix_field` and have
-    // default bodies, so an encoder that does not implement them answers with
-    // [`fine_tuning_unsupported`]. abi_stable's load-time layout check refuses a library whose
-    // vtable lacks them ("too many fields"), which is why they made plugin-api 0.2.0, not 0.1.1:
-    // the host refuses 0.1 plugins by version first, with a message saying to rebuild.
+    // Fine-tuning. These methods have default bodies, so an encoder that does not implement them
+    // answers with [`fine_tuning_unsupported`].
 
     /// Makes the encoder trainable from now on (its parameters require gradients) and returns its
     /// trainable parameters, named like PyTorch's `named_parameters()` (torchvision names for
@@ -113,6 +117,13 @@ pub trait Encoder: Send {
     /// loader (and, for torchvision architectures, into torchvision with `strict=False`).
     fn state(&self) -> RResult<RVec<NamedTensor>, PluginError> {
         RResult::RErr(fine_tuning_unsupported("state"))
+    }
+
+    /// A capability added after plugin-api 0.3.0, by name (see [`crate::extension`]).
+    #[sabi(last_prefix_field)]
+    fn extension(&self, name: RStr<'_>, call: ExtensionCall) -> ExtensionResult {
+        let _ = (name, call);
+        no_extension()
     }
 }
 
@@ -178,7 +189,7 @@ mod tests {
                 .zip(["trainable_parameters", "forward_train", "state"])
         {
             let err = result.into_result().expect_err(method);
-            assert_eq!(err.kind, crate::ErrorKind::InvalidInput);
+            assert_eq!(err.kind(), Some(crate::ErrorKind::InvalidInput));
             assert!(
                 err.message.contains("does not support fine-tuning")
                     && err.message.contains(&format!("`Encoder::{method}`")),

@@ -3,8 +3,14 @@ use abi_stable::{std_types::RString, StableAbi};
 use std::fmt;
 
 /// What kind of failure a [`PluginError`] reports; the host uses it to phrase its message.
+///
+/// Non-exhaustive across the boundary: it travels as [`ErrorKind_NE`], so a later plugin-api may
+/// add kinds and a host that does not know one reads it as `None` from [`PluginError::kind`]
+/// instead of misreading it.
 #[repr(u8)]
 #[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+#[sabi(kind(WithNonExhaustive(size = [usize; 2], traits(Debug, Clone, PartialEq))))]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// A request or configuration value the plugin cannot accept.
     InvalidInput,
@@ -25,8 +31,8 @@ pub enum ErrorKind {
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, PartialEq)]
 pub struct PluginError {
-    /// The kind of failure.
-    pub kind: ErrorKind,
+    /// The kind of failure; read it with [`PluginError::kind`].
+    pub kind: ErrorKind_NE,
     /// What went wrong.
     pub message: RString,
     /// What the user can do about it (may be empty).
@@ -37,10 +43,15 @@ impl PluginError {
     /// An error of the given kind.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         PluginError {
-            kind,
+            kind: ErrorKind_NE::new(kind),
             message: message.into().into(),
             help: RString::new(),
         }
+    }
+
+    /// The kind, or `None` for a kind added by a later plugin-api than this one.
+    pub fn kind(&self) -> Option<ErrorKind> {
+        self.kind.as_enum().ok().copied()
     }
 
     /// Adds a `help:` line.

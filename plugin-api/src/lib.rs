@@ -9,16 +9,29 @@
 //! # Versioning
 //!
 //! This crate has its own semantic version ([`PLUGIN_API_VERSION`]), independent of the host's.
-//! A host accepts a plugin built against a compatible version of this crate (same major version,
-//! or same minor version while the major is 0, with the plugin's minor or patch not newer than the
-//! host's); see [`api_compatible`]. A change that old plugins can still be loaded with (a new
-//! prefix field of a root module after the last one) bumps the minor version (the patch while
-//! 0.y); anything else bumps the major (the minor while 0.y). New trait methods are breaking even
-//! with default bodies: abi_stable's load-time layout check refuses a library whose vtable has
-//! fewer methods than the loader's. That is why 0.2.0, which added the fine-tuning methods to
-//! [`Encoder`], is not compatible with 0.1. The host also checks that a plugin was built
-//! against the same libtorch major.minor ([`LIBTORCH_VERSION`]), because tensors cross the
-//! boundary as raw libtorch objects.
+//! A host accepts a plugin built against the same `0.y` (while the major version is 0), later
+//! the same major; the patch (minor, from 1.0) may differ in **either** direction. See
+//! [`api_compatible`].
+//!
+//! No release may add a method to a trait or a field to a struct of this crate: abi_stable's
+//! load-time layout check refuses a library whose vtables or root module have fewer entries than
+//! the loading host expects, default body or not. Such a change bumps `y` (the major, from 1.0),
+//! and every plugin must be rebuilt. What a compatible release (`0.3.0` to `0.3.1`) may add:
+//!
+//! * **capabilities**, looked up by name through the `extension` method every trait object and
+//!   root module has ([`crate::extension`]): an older plugin answers "not offered" and the newer
+//!   host falls back; a newer plugin's capability is simply never asked for by an older host;
+//! * **enum variants** of [`Split`] and [`ErrorKind`], which cross the boundary as abi_stable
+//!   non-exhaustive enums ([`Split_NE`], [`ErrorKind_NE`]): a side that does not know a variant
+//!   gets an error or `None`, never a misread value;
+//! * free functions and helpers on the plugin's side of the boundary.
+//!
+//! plugin-api 0.3.0 was the one deliberate break made for pixel-wise tasks: `Dataset::get` takes a
+//! [`SampleContext`] (epoch, seed, augmentation), `Head::forward` a [`ForwardContext`] (input
+//! size), [`HeadRequest`] carries task options, the input size and the encoder's state, metrics
+//! may report [`Metric::details`], tasks list their options, and every trait has `extension`.
+//! The host also checks that a plugin was built against the same libtorch major.minor
+//! ([`LIBTORCH_VERSION`]), because tensors cross the boundary as raw libtorch objects.
 //!
 //! # Tensors and ownership
 //!
@@ -39,6 +52,7 @@
 
 mod encoder;
 mod error;
+pub mod extension;
 mod module;
 mod task;
 mod tensor;
@@ -46,6 +60,7 @@ mod tensor;
 pub use abi_stable;
 pub use encoder::*;
 pub use error::*;
+pub use extension::*;
 pub use module::*;
 pub use task::*;
 pub use tch;
@@ -92,14 +107,15 @@ impl std::fmt::Display for Version {
 
 /// Whether a host built against plugin-api `host` can load a plugin built against `plugin`.
 ///
-/// Cargo's semver rules, as abi_stable applies them: for `0.y.z`, `y` is the breaking part and `z`
-/// the additive part; for `x.y.z` with `x >= 1`, `x` is breaking and `y` additive. The plugin may
-/// not rely on additions the host does not have.
+/// Cargo's semver rules: for `0.y.z`, `y` is the breaking part and `z` the additive part; for
+/// `x.y.z` with `x >= 1`, `x` is breaking and `y` additive. Additions are capabilities looked up by
+/// name ([`crate::extension`]) and non-exhaustive enum variants, which both sides tolerate
+/// missing, so a plugin may be newer than the host as well as older.
 pub fn api_compatible(host: Version, plugin: Version) -> bool {
     if host.major == 0 && plugin.major == 0 {
-        host.minor == plugin.minor && plugin.patch <= host.patch
+        host.minor == plugin.minor
     } else {
-        host.major == plugin.major && plugin.minor <= host.minor
+        host.major == plugin.major
     }
 }
 
@@ -137,6 +153,16 @@ pub fn device_name(device: tch::Device) -> String {
     }
 }
 
+/// Stands for "what a later patch adds", in the test build of these sources as plugin-api
+/// 0.3.1 (`tests/fixtures/plugin-api-next`): one capability, which plugins built against 0.3.0
+/// do not offer. Not part of 0.3.0.
+#[cfg(feature = "next-minor-test")]
+pub mod next_minor {
+    /// `Task::extension` capability: takes `null`, returns a JSON string describing the task in a
+    /// paragraph.
+    pub const TASK_DESCRIBE: &str = "virb.task.describe/v1";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,12 +173,13 @@ mod tests {
 
     #[test]
     fn semver_rules() {
-        assert!(api_compatible(v("0.1.3"), v("0.1.0")));
-        assert!(!api_compatible(v("0.1.0"), v("0.1.3")));
-        assert!(!api_compatible(v("0.1.0"), v("0.2.0")));
-        assert!(!api_compatible(v("0.1.0"), v("1.0.0")));
+        assert!(api_compatible(v("0.3.1"), v("0.3.0")));
+        assert!(api_compatible(v("0.3.0"), v("0.3.1")));
+        assert!(!api_compatible(v("0.3.0"), v("0.2.0")));
+        assert!(!api_compatible(v("0.3.0"), v("0.4.0")));
+        assert!(!api_compatible(v("0.3.0"), v("1.0.0")));
         assert!(api_compatible(v("1.4.0"), v("1.2.9")));
-        assert!(!api_compatible(v("1.2.0"), v("1.4.0")));
+        assert!(api_compatible(v("1.2.0"), v("1.4.0")));
         assert!(!api_compatible(v("2.0.0"), v("1.0.0")));
     }
 

@@ -1,11 +1,11 @@
 //! Root modules (what a plugin library exports) and the export macros.
-use crate::{EncoderFactoryBox, PluginError, TaskBox};
+use crate::{EncoderFactoryBox, ExtensionCall, ExtensionResult, PluginError, TaskBox};
 use abi_stable::{
     declare_root_module_statics,
     library::RootModule,
     package_version_strings,
     sabi_types::VersionStrings,
-    std_types::{RResult, RString, RVec},
+    std_types::{RResult, RStr, RString, RVec},
     StableAbi,
 };
 
@@ -32,8 +32,11 @@ pub struct TaskPlugin {
     /// Who the plugin is.
     pub info: extern "C" fn() -> PluginInfo,
     /// The tasks it provides.
-    #[sabi(last_prefix_field)]
     pub tasks: extern "C" fn() -> RResult<RVec<TaskBox>, PluginError>,
+    /// A library-level capability added after plugin-api 0.3.0, by name (see
+    /// [`crate::extension`]); the export macro answers "not offered".
+    #[sabi(last_prefix_field)]
+    pub extension: extern "C" fn(name: RStr<'_>, call: ExtensionCall) -> ExtensionResult,
 }
 
 impl RootModule for TaskPluginRef {
@@ -52,8 +55,11 @@ pub struct EncoderPlugin {
     /// Who the plugin is.
     pub info: extern "C" fn() -> PluginInfo,
     /// The encoders it provides.
-    #[sabi(last_prefix_field)]
     pub encoders: extern "C" fn() -> RResult<RVec<EncoderFactoryBox>, PluginError>,
+    /// A library-level capability added after plugin-api 0.3.0, by name (see
+    /// [`crate::extension`]); the export macro answers "not offered".
+    #[sabi(last_prefix_field)]
+    pub extension: extern "C" fn(name: RStr<'_>, call: ExtensionCall) -> ExtensionResult,
 }
 
 impl RootModule for EncoderPluginRef {
@@ -101,6 +107,12 @@ pub fn manifest_text(kind: PluginKind, name: &str, version: &str) -> std::ffi::C
     std::ffi::CString::new(text.replace('\0', "")).unwrap_or_default()
 }
 
+/// The library-level `extension` of the export macros: no capability offered.
+#[doc(hidden)]
+pub extern "C" fn no_library_extension(_: RStr<'_>, _: ExtensionCall) -> ExtensionResult {
+    crate::no_extension()
+}
+
 /// Builds the [`PluginInfo`] for the export macros.
 #[doc(hidden)]
 pub fn plugin_info(name: &str, version: &str) -> PluginInfo {
@@ -140,6 +152,7 @@ macro_rules! export_task_plugin {
                 $crate::TaskPlugin {
                     info: __virb_info,
                     tasks: __virb_tasks,
+                    extension: $crate::no_library_extension,
                 }
                 .leak_into_prefix()
             }
@@ -171,6 +184,7 @@ macro_rules! export_encoder_plugin {
                 $crate::EncoderPlugin {
                     info: __virb_info,
                     encoders: __virb_encoders,
+                    extension: $crate::no_library_extension,
                 }
                 .leak_into_prefix()
             }

@@ -1,15 +1,23 @@
 //! What a task plugin provides: a data set reader for the task's real on-disk layout, a head, a
 //! loss and metrics.
-use crate::{FeatureSpec, NamedTensor, NamedTensorRef, PluginError, Tensor, TensorRef};
+use crate::{
+    no_extension, ExtensionCall, ExtensionResult, FeatureSpec, NamedTensor, NamedTensorRef,
+    PluginError, Tensor, TensorRef,
+};
 use abi_stable::{
     sabi_trait,
-    std_types::{RBox, RResult, RSlice, RString, RVec},
+    std_types::{RBox, RResult, RSlice, RStr, RString, RVec},
     StableAbi,
 };
 
 /// Which split of a data set.
+///
+/// Non-exhaustive across the boundary (it travels as [`Split_NE`]): read it with
+/// [`DatasetRequest::split`], which turns a split this plugin does not know into an error.
 #[repr(u8)]
 #[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[sabi(kind(WithNonExhaustive(size = [usize; 2], traits(Debug, Clone, PartialEq))))]
+#[non_exhaustive]
 pub enum Split {
     /// The training split.
     Train,
@@ -33,6 +41,22 @@ impl Split {
             Split::Test => "test",
         }
     }
+
+    /// The split as it crosses the boundary.
+    pub fn to_ne(self) -> Split_NE {
+        Split_NE::new(self)
+    }
+}
+
+/// A task option a job may set under `task_options:` (it reaches the task as JSON in
+/// [`DatasetRequest::options_json`] and [`HeadRequest::options_json`]).
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq)]
+pub struct OptionSpec {
+    /// The key (`target`).
+    pub name: RString,
+    /// What it does and the values it takes, in one line (`flow (default) or viz: ...`).
+    pub help: RString,
 }
 
 /// A metric a task reports.
@@ -68,6 +92,14 @@ pub struct TaskInfo {
     /// For an eval-only task: the task type whose trained heads it evaluates on its test split
     /// (`Imagenet` for `Imagenetv2`); empty for a task that trains its own heads.
     pub evaluates_heads_of: RString,
+    /// Whether the head is pixel-wise (its output and target are maps the size of the input):
+    /// the host then reports the size of the feature pyramid it would cache before caching it.
+    pub pixel_wise: bool,
+    /// Whether [`Task::build_head`] wants the encoder's state ([`HeadRequest::encoder_state`]),
+    /// for a head that starts from encoder weights (DeepLab copies `layer4`).
+    pub wants_encoder_state: bool,
+    /// The options a job may set for this task; the host refuses any other key.
+    pub options: RVec<OptionSpec>,
 }
 
 /// How the host asks for one split of a data set.
@@ -76,12 +108,63 @@ pub struct TaskInfo {
 pub struct DatasetRequest {
     /// The data root (`data`); the task reads below `<data_root>/<data_dir>`.
     pub data_root: RString,
-    /// Which split.
-    pub split: Split,
+    /// Which split; read it with [`DatasetRequest::split`].
+    pub split_ne: Split_NE,
     /// Side of the square network input, in pixels (224 in the paper).
     pub image_size: u32,
-    /// Task-specific options as a JSON object (`{}` when none).
+    /// Task-specific options as a JSON object: the job's `task_options` (`{}` when none), with
+    /// only keys listed in [`TaskInfo::options`].
     pub options_json: RString,
+}
+
+impl DatasetRequest {
+    /// The split asked for, or an error if it is one this plugin's plugin-api does not know.
+    pub fn split(&self) -> Result<Split, PluginError> {
+        self.split_ne.as_enum().copied().map_err(|_| {
+            PluginError::invalid_input(format!(
+                "the host asked for a split this plugin does not know (discriminant {})",
+                self.split_ne.get_discriminant()
+            ))
+            .with_help("rebuild the plugin against the host's virb-plugin-api")
+        })
+    }
+}
+
+/// What a data set knows about one read beyond the index: the epoch and seed that drive random
+/// training augmentation, and whether to apply it.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SampleContext {
+    /// Whether to apply the task's training augmentation. `false` for the test split, for a
+    /// validation part of the training split and when building a feature cache: the sample is
+    /// then a pure function of the index.
+    pub augment: bool,
+    /// The epoch (0-based) of a training read; a cache built with augmentation stores epoch 0.
+    pub epoch: u32,
+    /// The run's seed. A task draws its augmentation from (seed, epoch, index), so that a run is
+    /// reproducible whatever the number of decode threads.
+    pub seed: u64,
+}
+
+impl SampleContext {
+    /// A read without augmentation.
+    pub const PLAIN: SampleContext = SampleContext {
+        augment: false,
+        epoch: 0,
+        seed: 0,
+    };
+
+    /// A seed for this read's augmentation, mixing (seed, epoch, index) (splitmix64).
+    pub fn rng_seed(&self, index: u64) -> u64 {
+        let mut z = self
+            .seed
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(u64::from(self.epoch).wrapping_mul(0xBF58_476D_1CE4_E5B9))
+            .wrapping_add(index.wrapping_mul(0x94D0_49BB_1331_11EB));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
 }
 
 /// One decoded, preprocessed sample.
@@ -89,8 +172,10 @@ pub struct DatasetRequest {
 #[derive(StableAbi)]
 pub struct Sample {
     /// The network input: `[3, H, W]` float32, normalised, or `[T, 3, H, W]` for `T` frames.
+    /// Samples of one split may differ in `H` and `W` (the host batches equal sizes together).
     pub input: Tensor,
-    /// The target (a scalar int64 class index for classification).
+    /// The target: a scalar int64 class index for classification, a map for a pixel-wise task
+    /// (`[H, W]` int64 class ids, `[C, H, W]` float32 values).
     pub target: Tensor,
 }
 
@@ -115,9 +200,16 @@ pub trait Dataset: Send + Sync {
     /// Facts about the split.
     fn meta(&self) -> RResult<DatasetMeta, PluginError>;
 
-    /// Reads, decodes and preprocesses sample `index` (`0 <= index < len`).
+    /// Reads, decodes and preprocesses sample `index` (`0 <= index < len`), augmented as
+    /// `context` says.
+    fn get(&self, index: u64, context: SampleContext) -> RResult<Sample, PluginError>;
+
+    /// A capability added after plugin-api 0.3.0, by name (see [`crate::extension`]).
     #[sabi(last_prefix_field)]
-    fn get(&self, index: u64) -> RResult<Sample, PluginError>;
+    fn extension(&self, name: RStr<'_>, call: ExtensionCall) -> ExtensionResult {
+        let _ = (name, call);
+        no_extension()
+    }
 }
 
 /// How the host asks for a head.
@@ -132,6 +224,28 @@ pub struct HeadRequest {
     pub device: RString,
     /// Seed for parameter initialisation.
     pub seed: u64,
+    /// The job's task options as a JSON object (as in [`DatasetRequest::options_json`]).
+    pub options_json: RString,
+    /// Height and width of the training input, in pixels (the head may meet other sizes at test
+    /// time: [`ForwardContext`] gives each batch's).
+    pub input_height: u32,
+    /// See [`HeadRequest::input_height`].
+    pub input_width: u32,
+    /// The encoder's state (its `state_dict`, as handles sharing storage) when the task asked for
+    /// it with [`TaskInfo::wants_encoder_state`] and the encoder provides it; empty otherwise.
+    pub encoder_state: RVec<NamedTensor>,
+}
+
+/// What a head's forward pass knows besides the features.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForwardContext {
+    /// Training behaviour (dropout, batch-norm statistics).
+    pub train: bool,
+    /// Height of the batch's network input, in pixels (a pixel-wise head's output size).
+    pub input_height: u32,
+    /// Width of the batch's network input, in pixels.
+    pub input_width: u32,
 }
 
 /// Accumulates a task's metrics over a whole split (dataset-level, not a mean of batch values).
@@ -141,8 +255,20 @@ pub trait Metric: Send {
     fn update(&mut self, output: TensorRef<'_>, target: TensorRef<'_>) -> RResult<(), PluginError>;
 
     /// The metric values so far, in the order of [`TaskInfo::metrics`].
-    #[sabi(last_prefix_field)]
     fn compute(&self) -> RResult<RVec<f64>, PluginError>;
+
+    /// Details beside the values, as a JSON object written into `results.json` (per-class IoU,
+    /// pixel counts); `{}` when none.
+    fn details(&self) -> RResult<RString, PluginError> {
+        RResult::ROk("{}".into())
+    }
+
+    /// A capability added after plugin-api 0.3.0, by name (see [`crate::extension`]).
+    #[sabi(last_prefix_field)]
+    fn extension(&self, name: RStr<'_>, call: ExtensionCall) -> ExtensionResult {
+        let _ = (name, call);
+        no_extension()
+    }
 }
 
 /// A task's trainable head, with its loss and metrics.
@@ -159,20 +285,25 @@ pub trait Head: Send {
     /// Restores a state written by [`Head::state`], strictly.
     fn load_state(&mut self, state: RVec<NamedTensor>) -> RResult<(), PluginError>;
 
-    /// Forward pass on a batch of features (first dimension = batch). `train` selects training
-    /// behaviour (dropout, batch-norm statistics).
+    /// Forward pass on a batch of features (first dimension = batch).
     fn forward(
         &self,
         features: RSlice<'_, NamedTensorRef<'_>>,
-        train: bool,
+        context: ForwardContext,
     ) -> RResult<Tensor, PluginError>;
 
     /// The training loss (a scalar tensor with gradient) of `output` against `target`.
     fn loss(&self, output: TensorRef<'_>, target: TensorRef<'_>) -> RResult<Tensor, PluginError>;
 
     /// A fresh metric accumulator.
-    #[sabi(last_prefix_field)]
     fn new_metric(&self) -> RResult<MetricBox, PluginError>;
+
+    /// A capability added after plugin-api 0.3.0, by name (see [`crate::extension`]).
+    #[sabi(last_prefix_field)]
+    fn extension(&self, name: RStr<'_>, call: ExtensionCall) -> ExtensionResult {
+        let _ = (name, call);
+        no_extension()
+    }
 }
 
 /// How the host asks a task to write a small synthetic data set in its real layout.
@@ -191,6 +322,8 @@ pub struct FixtureRequest {
     pub image_size: u32,
     /// Random seed.
     pub seed: u64,
+    /// Task options as a JSON object (`{}` when none), as a job would give them.
+    pub options_json: RString,
 }
 
 impl FixtureRequest {
@@ -232,8 +365,14 @@ pub trait Task: Send + Sync {
 
     /// Writes a small synthetic data set in the task's real layout, with a signal a head can
     /// learn. Returns a one-line description of what was written.
-    #[sabi(last_prefix_field)]
     fn write_fixture(&self, request: FixtureRequest) -> RResult<RString, PluginError>;
+
+    /// A capability added after plugin-api 0.3.0, by name (see [`crate::extension`]).
+    #[sabi(last_prefix_field)]
+    fn extension(&self, name: RStr<'_>, call: ExtensionCall) -> ExtensionResult {
+        let _ = (name, call);
+        no_extension()
+    }
 }
 
 /// An owned task trait object.

@@ -50,6 +50,27 @@ impl Tensor {
     }
 }
 
+impl Tensor {
+    /// A new owned handle to the same tensor (same storage, same autograd node).
+    pub fn shallow_clone(&self) -> Tensor {
+        Tensor::new(self.lend().shallow_clone())
+    }
+}
+
+/// Cloning a handle shares the tensor's storage, like `tch::Tensor::shallow_clone`.
+impl Clone for Tensor {
+    fn clone(&self) -> Self {
+        self.shallow_clone()
+    }
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = self.lend().shallow_clone();
+        write!(f, "Tensor({:?}, {:?})", t.kind(), t.size())
+    }
+}
+
 impl From<tch::Tensor> for Tensor {
     fn from(t: tch::Tensor) -> Self {
         Tensor::new(t)
@@ -94,9 +115,9 @@ impl<'a> TensorRef<'a> {
     }
 }
 
-/// A named owned tensor (an encoder output, a head parameter).
+/// A named owned tensor (an encoder output, a head parameter). Cloning shares the storage.
 #[repr(C)]
-#[derive(StableAbi)]
+#[derive(StableAbi, Clone, Debug)]
 pub struct NamedTensor {
     /// The name (`embedding`, `block4`, `head.weight`, ...).
     pub name: RString,

@@ -118,9 +118,15 @@ pub struct JobConfig {
     /// Side of the square network input (default 224, as in the paper).
     #[serde(default = "default_image_size")]
     pub image_size: u32,
-    /// ViRB's switch between cached features and live encoding; only `true` is supported.
+    /// ViRB's switch between cached features (`true`, the default for every task: the frozen
+    /// features or pyramid are encoded once and every config and seed trains from them) and live
+    /// encoding (`false`: the encoder runs on every training batch, with the task's training
+    /// augmentation drawn afresh each epoch; one forward serves every head of the grid).
     #[serde(default)]
     pub pre_encode: Option<bool>,
+    /// Task options, passed to the task plugin as JSON (`virb-host tasks` lists each task's).
+    #[serde(default)]
+    pub task_options: serde_json::Map<String, serde_json::Value>,
     /// ViRB's number of passes over the training split when caching; only 1 is supported.
     #[serde(default = "default_repeats")]
     pub num_dataset_repeats: u32,
@@ -153,5 +159,16 @@ impl JobConfig {
     /// The evaluation batch size.
     pub fn eval_batch_size(&self) -> u32 {
         self.test_batch_size.unwrap_or(self.batch_size)
+    }
+
+    /// The task options as the JSON object plugins receive.
+    pub fn task_options_json(&self) -> String {
+        serde_json::Value::Object(self.task_options.clone()).to_string()
+    }
+
+    /// Whether the job trains from features encoded once (`pre_encode`, default true; never when
+    /// the encoder is fine-tuned).
+    pub fn pre_encoded(&self) -> bool {
+        !self.train_encoder && self.pre_encode.unwrap_or(true)
     }
 }

@@ -62,12 +62,6 @@ pub(super) fn validate(job: &JobConfig) -> Result<(), Invalid> {
     if !(16..=4096).contains(&job.image_size) {
         return Err(bad("image_size", "must be between 16 and 4096 pixels"));
     }
-    if job.pre_encode == Some(false) {
-        return Err(bad(
-            "pre_encode",
-            "live encoding (`pre_encode: false`) is not supported yet; image-level tasks are always encoded once and cached, so remove the key",
-        ));
-    }
     if job.num_dataset_repeats != 1 {
         return Err(bad(
             "num_dataset_repeats",

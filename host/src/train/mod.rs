@@ -4,15 +4,15 @@
 //! dataset-level evaluation on the whole test split.
 use crate::config::{JobConfig, OptimizerKind, SchedulerConfig, TrainingConfig};
 use crate::error::{plugin, JobError};
-use crate::features::FeatureStore;
 use crate::progress::Progress;
+use crate::store::{Batch, FeatureStore};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 use virb_plugin_api::{
     abi_stable::std_types::{RSlice, RStr},
-    HeadBox, MetricBox, NamedTensorRef, TensorRef,
+    ForwardContext, HeadBox, MetricBox, NamedTensorRef, SampleContext, TensorRef,
 };
 
 pub mod checkpoint;
@@ -232,6 +232,8 @@ pub struct RunOutcome {
     pub test_loss: Option<f64>,
     /// Test metrics over the whole test split, in the task's order (empty when diverged).
     pub test_metrics: Vec<f64>,
+    /// The test metric's details (per-class IoU, ...), `null` when none.
+    pub test_details: serde_json::Value,
     /// Epoch (0-based) with the best validation headline metric.
     pub best_epoch: Option<u32>,
     /// Optimiser steps taken.
@@ -354,12 +356,18 @@ impl Trainee {
         target: TensorRef<'_>,
         metric: &mut MetricBox,
         epoch: u32,
+        input_hw: (u32, u32),
     ) -> Result<(), Stop> {
         let t0 = Instant::now();
         let failed = |e: JobError| Stop::Failed {
             reason: e.to_string(),
         };
-        let out = plugin(self.head.forward(RSlice::from_slice(features), true))
+        let context = ForwardContext {
+            train: true,
+            input_height: input_hw.0,
+            input_width: input_hw.1,
+        };
+        let out = plugin(self.head.forward(RSlice::from_slice(features), context))
             .map_err(failed)?
             .into_tch();
         let loss = plugin(self.head.loss(TensorRef::of(&out), target))
@@ -470,9 +478,15 @@ impl Trainee {
     ) -> (RunOutcome, HeadBox) {
         let t0 = Instant::now();
         let (mut test_loss, mut test_metrics) = (None, Vec::new());
+        let mut test_details = serde_json::Value::Null;
         if self.stop.is_none() {
             match evaluate(&self.head, test, bs, device) {
-                Ok((loss, metrics)) => {
+                Ok(Evaluation {
+                    loss,
+                    metrics,
+                    details,
+                }) => {
+                    test_details = details;
                     let e = self.history.len() as i64;
                     self.scalar("test/loss", e, loss);
                     for (name, v) in metric_names.iter().zip(&metrics) {
@@ -498,6 +512,7 @@ impl Trainee {
                 history: self.history,
                 test_loss,
                 test_metrics,
+                test_details,
                 best_epoch,
                 steps: self.step,
                 train_s: self.busy_s,
@@ -600,7 +615,6 @@ pub fn train_pass(
     let job = pass.job;
     let n = train.len();
     let bs = job.batch_size as i64;
-    let steps_per_epoch = (n + bs - 1) / bs;
     let resumed = match &pass.checkpoint {
         Some(policy) => checkpoint::load(policy, trainees)?,
         None => 0,
@@ -614,7 +628,7 @@ pub fn train_pass(
         if trainees.iter().all(|t| !t.active()) {
             break;
         }
-        let order = epoch_order(n, pass.seed, epoch)?;
+        let order = Vec::<i64>::try_from(&epoch_order(n, pass.seed, epoch)?)?;
         let mut metrics = Vec::with_capacity(trainees.len());
         for t in trainees.iter() {
             metrics.push(if t.active() {
@@ -624,21 +638,23 @@ pub fn train_pass(
             });
         }
         let trainees_len = trainees.iter().filter(|t| t.active()).count();
-        for b in 0..steps_per_epoch {
-            let first = b * bs;
-            let len = bs.min(n - first);
-            let idx = order.f_narrow(0, first, len)?;
-            let (features, target) = train.gather(&idx, pass.device)?;
-            let refs = as_refs(&features);
-            let target = TensorRef::of(&target);
-            let label = pass.label.as_str();
+        let label = pass.label.as_str();
+        let context = SampleContext {
+            augment: true,
+            epoch,
+            seed: pass.seed,
+        };
+        let mut sink = |batch: Batch| -> Result<(), JobError> {
+            let refs = as_refs(&batch.features);
+            let target = TensorRef::of(&batch.target);
+            let hw = batch.input_hw;
             // Each head's step is independent of the others': on the CPU they run in parallel
             // (the numbers are the same as one after the other).
             let step = |(t, metric): (&mut Trainee, &mut Option<MetricBox>)| {
                 let Some(metric) = metric.as_mut().filter(|_| t.active()) else {
                     return;
                 };
-                if let Err(stop) = t.train_step(&refs, target, metric, epoch) {
+                if let Err(stop) = t.train_step(&refs, target, metric, epoch, hw) {
                     eprintln!("{label}: {}: stopped: {}", t.config, stop_reason(&stop));
                     t.stop = Some(stop);
                 }
@@ -649,7 +665,9 @@ pub fn train_pass(
             } else {
                 work.for_each(step);
             }
-        }
+            Ok(())
+        };
+        train.for_each_batch(&order, bs as usize, pass.device, context, &mut sink)?;
         let mut summary = String::new();
         for (i, t) in trainees.iter_mut().enumerate() {
             let Some(metric) = metrics[i].take().filter(|_| t.active()) else {
@@ -671,7 +689,10 @@ pub fn train_pass(
             let outcome = (|| -> Result<_, JobError> {
                 let train_metrics: Vec<f64> = plugin(metric.compute())?.into_iter().collect();
                 let val = match pass.val {
-                    Some(v) => Some(evaluate(&t.head, v, eval_bs, pass.device)?),
+                    Some(v) => {
+                        let e = evaluate(&t.head, v, eval_bs, pass.device)?;
+                        Some((e.loss, e.metrics))
+                    }
                     None => None,
                 };
                 Ok((train_metrics, val))
@@ -717,33 +738,60 @@ fn stop_reason(stop: &Stop) -> &str {
     }
 }
 
+/// What an evaluation measured.
+pub struct Evaluation {
+    /// Mean loss over the samples.
+    pub loss: f64,
+    /// Metric values, in the task's order.
+    pub metrics: Vec<f64>,
+    /// The metric's details (a JSON object; per-class IoU and the like).
+    pub details: serde_json::Value,
+}
+
 /// Loss and metrics of `head` over every sample of `split` (no sample dropped).
 pub fn evaluate(
     head: &HeadBox,
     split: &dyn FeatureStore,
     bs: i64,
     device: Device,
-) -> Result<(f64, Vec<f64>), JobError> {
+) -> Result<Evaluation, JobError> {
     let _guard = tch::no_grad_guard();
     let n = split.len();
     let mut metric = plugin(head.new_metric())?;
     let mut loss_sum = 0.0;
-    let mut first = 0;
-    while first < n {
-        let len = bs.min(n - first);
-        let idx = Tensor::f_arange_start(first, first + len, (Kind::Int64, Device::Cpu))?;
-        let (features, target) = split.gather(&idx, device)?;
-        let refs = as_refs(&features);
-        let out = plugin(head.forward(RSlice::from_slice(&refs), false))?.into_tch();
-        let loss = plugin(head.loss(TensorRef::of(&out), TensorRef::of(&target)))?.into_tch();
-        loss_sum += scalar(&loss)? * len as f64;
-        plugin(metric.update(TensorRef::of(&out), TensorRef::of(&target)))?;
-        first += len;
-    }
-    Ok((
-        loss_sum / n as f64,
-        plugin(metric.compute())?.into_iter().collect(),
-    ))
+    let order: Vec<i64> = (0..n).collect();
+    let mut sink = |batch: Batch| -> Result<(), JobError> {
+        let refs = as_refs(&batch.features);
+        let context = ForwardContext {
+            train: false,
+            input_height: batch.input_hw.0,
+            input_width: batch.input_hw.1,
+        };
+        let out = plugin(head.forward(RSlice::from_slice(&refs), context))?.into_tch();
+        let loss = plugin(head.loss(TensorRef::of(&out), TensorRef::of(&batch.target)))?.into_tch();
+        loss_sum += scalar(&loss)? * batch.len() as f64;
+        plugin(metric.update(TensorRef::of(&out), TensorRef::of(&batch.target)))?;
+        Ok(())
+    };
+    split.for_each_batch(
+        &order,
+        bs.max(1) as usize,
+        device,
+        SampleContext::PLAIN,
+        &mut sink,
+    )?;
+    let details = plugin(metric.details())?;
+    let details = serde_json::from_str(details.as_str()).map_err(|e| {
+        JobError::Other(format!(
+            "the task's metric details are not JSON ({e}): {}",
+            details.as_str().chars().take(200).collect::<String>()
+        ))
+    })?;
+    Ok(Evaluation {
+        loss: loss_sum / n.max(1) as f64,
+        metrics: plugin(metric.compute())?.into_iter().collect(),
+        details,
+    })
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use virb_plugin_api::{
     abi_stable::std_types::{RResult, RString, RVec},
-    guard, Dataset, DatasetBox, DatasetMeta, MetricSpec, PluginError, Sample, TaskInfo, Tensor,
+    guard, Dataset, DatasetBox, DatasetMeta, MetricSpec, PluginError, Sample, SampleContext,
+    TaskInfo, Tensor,
 };
 
 /// Samples (frame files and a class index into `classes`).
@@ -65,7 +66,7 @@ impl Dataset for ImageList {
         })
     }
 
-    fn get(&self, index: u64) -> RResult<Sample, PluginError> {
+    fn get(&self, index: u64, _context: SampleContext) -> RResult<Sample, PluginError> {
         guard(|| {
             let (paths, label) = self.items.get(index as usize).ok_or_else(|| {
                 PluginError::invalid_input(format!(
@@ -113,6 +114,9 @@ pub fn classification_info(
         frames,
         encodable: true,
         evaluates_heads_of: RString::new(),
+        pixel_wise: false,
+        wants_encoder_state: false,
+        options: RVec::new(),
     }
 }
 

@@ -6,8 +6,8 @@ use virb_plugin_api::{
         sabi_trait::TD_Opaque,
         std_types::{RResult, RSlice, RVec},
     },
-    guard, parse_device, Head, HeadRequest, MetricBox, NamedTensor, NamedTensorRef, PluginError,
-    Tensor, TensorRef,
+    guard, parse_device, ForwardContext, Head, HeadRequest, MetricBox, NamedTensor, NamedTensorRef,
+    PluginError, Tensor, TensorRef,
 };
 
 /// A classifier over the `embedding` output: `Linear(D, C)` when the sample has one frame (ViRB's
@@ -134,7 +134,7 @@ impl Head for ClassifierHead {
     fn forward(
         &self,
         features: RSlice<'_, NamedTensorRef<'_>>,
-        _train: bool,
+        _context: ForwardContext,
     ) -> RResult<Tensor, PluginError> {
         guard(|| {
             let emb = features

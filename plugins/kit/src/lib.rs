@@ -16,3 +16,9 @@ pub mod heads;
 pub mod image;
 pub mod metrics;
 pub mod pixel_heads;
+pub mod registry;
+
+#[doc(hidden)]
+pub use inventory;
+#[doc(hidden)]
+pub use virb_plugin_api::{abi_stable::sabi_trait::TD_Opaque as __TD_Opaque, TaskBox as __TaskBox};

@@ -43,6 +43,9 @@ fn split_name(split: Split) -> &'static str {
     match split {
         Split::Train => "train",
         Split::Test => "validate",
+        // Unreachable in practice: a split this plugin does not know arrives as an error from
+        // `DatasetRequest::split()`. Treated like the test split.
+        _ => "validate",
     }
 }
 
@@ -96,8 +99,9 @@ impl Task for KineticsActionPrediction {
     fn open(&self, request: DatasetRequest) -> RResult<DatasetBox, PluginError> {
         guard(|| {
             let root = Path::new(request.data_root.as_str());
-            let this = read_annotations(root, request.split)?;
-            let other = read_annotations(root, request.split.other())?;
+            let split = request.split()?;
+            let this = read_annotations(root, split)?;
+            let other = read_annotations(root, split.other())?;
             let classes: Vec<String> = this
                 .iter()
                 .chain(&other)
@@ -105,7 +109,7 @@ impl Task for KineticsActionPrediction {
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect();
-            let frames_dir = root.join(DIR).join(split_name(request.split));
+            let frames_dir = root.join(DIR).join(split_name(split));
             if !frames_dir.is_dir() {
                 return Err(PluginError::data(format!(
                     "{NAME}: frame folder {} not found",
@@ -146,14 +150,14 @@ impl Task for KineticsActionPrediction {
             if items.is_empty() {
                 return Err(PluginError::data(format!(
                     "{NAME}: none of the {skipped} videos of {} has {FRAMES} frames in {}",
-                    annotations_path(root, request.split).display(),
+                    annotations_path(root, split).display(),
                     frames_dir.display()
                 ))
                 .with_help(format!("expected layout: {LAYOUT}")));
             }
             let source = format!(
                 "{} ({} videos, {skipped} skipped with fewer than {FRAMES} frames)",
-                annotations_path(root, request.split).display(),
+                annotations_path(root, split).display(),
                 items.len()
             );
             ImageList {
@@ -210,3 +214,5 @@ impl Task for KineticsActionPrediction {
         })
     }
 }
+
+virb_plugin_kit::register_task!(KineticsActionPrediction);

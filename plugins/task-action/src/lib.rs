@@ -1,18 +1,28 @@
 //! virb task plugin: action recognition from several frames. The frozen encoder embeds each
 //! frame; the head is an MLP over the frames' embeddings (`Linear(6*2048, 512) -> ReLU ->
 //! Linear(512, C)`), with cross-entropy and top-1 accuracy: `KineticsActionPrediction`.
+//!
+//! Each task file registers its task (`virb_plugin_kit::register_task!`); the plugin exports
+//! every registered task.
 #![allow(non_local_definitions)]
 
 pub mod kinetics;
 
-use virb_plugin_api::{abi_stable::sabi_trait::TD_Opaque, TaskBox};
+virb_plugin_api::export_task_plugin!(virb_plugin_kit::registry::registered_tasks());
 
-/// Every task this plugin provides.
-pub fn tasks() -> Vec<TaskBox> {
-    vec![TaskBox::from_value(
-        kinetics::KineticsActionPrediction,
-        TD_Opaque,
-    )]
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn registers_every_task_file() {
+        let names: Vec<String> = virb_plugin_kit::registry::registered_tasks()
+            .iter()
+            .map(|t| {
+                t.info()
+                    .into_result()
+                    .map(|i| i.name.to_string())
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(names, ["KineticsActionPrediction"]);
+    }
 }
-
-virb_plugin_api::export_task_plugin!(tasks());

@@ -54,6 +54,9 @@ fn read_list(dir: &Path, split: Split) -> Result<Vec<(String, String)>, PluginEr
         let other = match split {
             Split::Train => "caltech101_test.json",
             Split::Test => "caltech101_train.json",
+            // Unreachable in practice: a split this plugin does not know arrives as an error from
+            // `DatasetRequest::split()`. Treated like the test split.
+            _ => "caltech101_train.json",
         };
         PluginError::data(format!("{NAME}: cannot read split file {}: {e}", path.display()))
             .with_help(format!(
@@ -96,6 +99,7 @@ impl Task for CalTech101 {
 
     fn open(&self, request: DatasetRequest) -> RResult<DatasetBox, PluginError> {
         guard(|| {
+            let split = request.split()?;
             let dir = Path::new(request.data_root.as_str()).join(DIR);
             if !dir.is_dir() {
                 return Err(PluginError::data(format!(
@@ -108,8 +112,8 @@ impl Task for CalTech101 {
                     request.data_root, request.data_root
                 )));
             }
-            let this = read_list(&dir, request.split)?;
-            let other_split = request.split.other();
+            let this = read_list(&dir, split)?;
+            let other_split = split.other();
             let other = read_list(&dir, other_split)?;
             let classes: Vec<String> = this
                 .iter()
@@ -118,7 +122,7 @@ impl Task for CalTech101 {
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect();
-            let source = list_path(&dir, request.split).display().to_string();
+            let source = list_path(&dir, split).display().to_string();
             if this.is_empty() {
                 return Err(PluginError::data(format!(
                     "{NAME}: split file {source} lists no images"
@@ -186,3 +190,5 @@ impl Task for CalTech101 {
         })
     }
 }
+
+virb_plugin_kit::register_task!(CalTech101);

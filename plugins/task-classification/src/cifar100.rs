@@ -14,7 +14,7 @@ use virb_plugin_api::{
         std_types::{RResult, RString, RVec},
     },
     guard, Dataset, DatasetBox, DatasetMeta, DatasetRequest, FixtureRequest, HeadBox, HeadRequest,
-    PluginError, Sample, Split, Task, TaskInfo, Tensor,
+    PluginError, Sample, SampleContext, Split, Task, TaskInfo, Tensor,
 };
 use virb_plugin_kit::{
     draw,
@@ -145,7 +145,7 @@ impl Dataset for CifarSplit {
         })
     }
 
-    fn get(&self, index: u64) -> RResult<Sample, PluginError> {
+    fn get(&self, index: u64, _context: SampleContext) -> RResult<Sample, PluginError> {
         guard(|| {
             let i = index as usize;
             let planar = self
@@ -191,10 +191,11 @@ impl Task for Cifar100 {
 
     fn open(&self, request: DatasetRequest) -> RResult<DatasetBox, PluginError> {
         guard(|| {
+            let split = request.split()?;
             let root = Path::new(request.data_root.as_str());
-            let path = split_file(root, request.split);
+            let path = split_file(root, split);
             let (pixels, labels) = read_split(&path)?;
-            let other = split_file(root, request.split.other());
+            let other = split_file(root, split.other());
             let classes = class_names(root, &labels, &other)?;
             if let Some(bad) = labels.iter().find(|l| **l as usize >= classes.len()) {
                 return Err(PluginError::data(format!(
@@ -286,3 +287,5 @@ impl Task for Cifar100 {
         })
     }
 }
+
+virb_plugin_kit::register_task!(Cifar100);

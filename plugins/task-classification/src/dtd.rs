@@ -23,3 +23,5 @@ pub const SPEC: FolderSpec = FolderSpec {
     ],
     how_to_get: "download dtd-r1.0.1.tar.gz and split images/<class>/ into train/ and test/",
 };
+
+virb_plugin_kit::register_task!(crate::folder::FolderTask(&SPEC));

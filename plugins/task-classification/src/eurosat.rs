@@ -17,3 +17,5 @@ pub const SPEC: FolderSpec = FolderSpec {
     ],
     how_to_get: "download EuroSAT (RGB), convert to .jpg if needed and split each class 80/20 into train/ and test/",
 };
+
+virb_plugin_kit::register_task!(crate::folder::FolderTask(&SPEC));

@@ -47,6 +47,9 @@ impl FolderSpec {
         root.join(self.dir).join(match split {
             Split::Train => self.train,
             Split::Test => self.test,
+            // Unreachable in practice: a split this plugin does not know arrives as an error from
+            // `DatasetRequest::split()`. Treated like the test split.
+            _ => self.test,
         })
     }
 }
@@ -78,14 +81,15 @@ impl Task for FolderTask {
 
     fn open(&self, request: DatasetRequest) -> RResult<DatasetBox, PluginError> {
         guard(|| {
+            let split = request.split()?;
             let spec = self.0;
             let root = Path::new(request.data_root.as_str());
-            let dir = spec.split_dir(root, request.split);
+            let dir = spec.split_dir(root, split);
             if !dir.is_dir() {
                 return Err(PluginError::data(format!(
                     "{}: {} split folder {} not found",
                     spec.name,
-                    request.split.as_str(),
+                    split.as_str(),
                     dir.display()
                 ))
                 .with_help(format!(

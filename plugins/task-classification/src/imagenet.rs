@@ -25,3 +25,5 @@ pub const SPEC: FolderSpec = FolderSpec {
     how_to_get:
         "download ILSVRC-2012 from image-net.org and sort the validation images into wnid folders",
 };
+
+virb_plugin_kit::register_task!(crate::folder::FolderTask(&SPEC));

@@ -128,3 +128,5 @@ impl Task for Imagenetv2 {
         })
     }
 }
+
+virb_plugin_kit::register_task!(Imagenetv2);

@@ -3,6 +3,9 @@
 //! lists), CIFAR-100 (pickle files) and the folder-per-class data sets Imagenet, SUN397, Eurosat, dtd and Pets.
 //!
 //! One task per file; the shared data set type lives in [`dataset`].
+//!
+//! Each task file registers its task (`virb_plugin_kit::register_task!`); the plugin exports
+//! every registered task.
 #![allow(non_local_definitions)]
 
 pub mod caltech101;
@@ -15,29 +18,33 @@ pub mod imagenetv2;
 pub mod pets;
 pub mod sun397;
 
-use virb_plugin_api::{abi_stable::sabi_trait::TD_Opaque, TaskBox};
+virb_plugin_api::export_task_plugin!(virb_plugin_kit::registry::registered_tasks());
 
-/// Every task this plugin provides.
-pub fn tasks() -> Vec<TaskBox> {
-    let folder_tasks = [
-        &imagenet::SPEC,
-        &sun397::SPEC,
-        &eurosat::SPEC,
-        &dtd::SPEC,
-        &pets::SPEC,
-    ];
-    [
-        TaskBox::from_value(caltech101::CalTech101, TD_Opaque),
-        TaskBox::from_value(cifar100::Cifar100, TD_Opaque),
-        TaskBox::from_value(imagenetv2::Imagenetv2, TD_Opaque),
-    ]
-    .into_iter()
-    .chain(
-        folder_tasks
-            .into_iter()
-            .map(|spec| TaskBox::from_value(folder::FolderTask(spec), TD_Opaque)),
-    )
-    .collect()
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn registers_every_task_file() {
+        let names: Vec<String> = virb_plugin_kit::registry::registered_tasks()
+            .iter()
+            .map(|t| {
+                t.info()
+                    .into_result()
+                    .map(|i| i.name.to_string())
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "CIFAR-100",
+                "CalTech-101",
+                "Eurosat",
+                "Imagenet",
+                "Imagenetv2",
+                "Pets",
+                "SUN397",
+                "dtd"
+            ]
+        );
+    }
 }
-
-virb_plugin_api::export_task_plugin!(tasks());

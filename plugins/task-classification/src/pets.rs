@@ -18,3 +18,5 @@ pub const SPEC: FolderSpec = FolderSpec {
     ],
     how_to_get: "download images.tar.gz, move each image into a folder named after its breed and split them into train/ and test/",
 };
+
+virb_plugin_kit::register_task!(crate::folder::FolderTask(&SPEC));

@@ -17,3 +17,5 @@ pub const SPEC: FolderSpec = FolderSpec {
     ],
     how_to_get: "download SUN397.tar.gz, flatten the nested category folders and split them into train/ and test/",
 };
+
+virb_plugin_kit::register_task!(crate::folder::FolderTask(&SPEC));

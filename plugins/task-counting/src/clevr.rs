@@ -47,6 +47,9 @@ fn split_name(split: Split) -> &'static str {
     match split {
         Split::Train => "train",
         Split::Test => "val",
+        // Unreachable in practice: a split this plugin does not know arrives as an error from
+        // `DatasetRequest::split()`. Treated like the test split.
+        _ => "val",
     }
 }
 
@@ -128,11 +131,12 @@ impl Task for ClevrTask {
 
     fn open(&self, request: DatasetRequest) -> RResult<DatasetBox, PluginError> {
         guard(|| {
+            let split = request.split()?;
             let spec = self.0;
             let root = Path::new(request.data_root.as_str());
             let label = |objs: &[[f64; 3]]| (spec.label)(objs);
-            let this = read_scenes(spec.name, root, request.split)?;
-            let other_split = request.split.other();
+            let this = read_scenes(spec.name, root, split)?;
+            let other_split = split.other();
             let other = read_scenes(spec.name, root, other_split)?;
             let classes = integer_classes(
                 spec.name,
@@ -140,7 +144,7 @@ impl Task for ClevrTask {
                 spec.max_classes,
             )?;
             let items = this.into_iter().map(|(p, o, _)| (p, label(&o))).collect();
-            let source = scenes_path(root, request.split).display().to_string();
+            let source = scenes_path(root, split).display().to_string();
             ImageList::single(items, classes, request.image_size, source).boxed(spec.name)
         })
     }

@@ -30,3 +30,5 @@ pub const SPEC: ClevrSpec = ClevrSpec {
     max_classes: 100,
     fixture_scene,
 };
+
+virb_plugin_kit::register_task!(crate::clevr::ClevrTask(&SPEC));

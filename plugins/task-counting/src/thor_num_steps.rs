@@ -27,6 +27,9 @@ fn split_name(split: Split) -> &'static str {
     match split {
         Split::Train => "train",
         Split::Test => "val",
+        // Unreachable in practice: a split this plugin does not know arrives as an error from
+        // `DatasetRequest::split()`. Treated like the test split.
+        _ => "val",
     }
 }
 
@@ -91,15 +94,16 @@ impl Task for ThorNumSteps {
 
     fn open(&self, request: DatasetRequest) -> RResult<DatasetBox, PluginError> {
         guard(|| {
+            let split = request.split()?;
             let root = Path::new(request.data_root.as_str());
-            let this = read_labels(root, request.split)?;
-            let other = read_labels(root, request.split.other())?;
+            let this = read_labels(root, split)?;
+            let other = read_labels(root, split.other())?;
             let classes = integer_classes(
                 NAME,
                 this.iter().chain(&other).map(|(_, l, at)| (*l, at)),
                 MAX_CLASSES,
             )?;
-            let source = labels_path(root, request.split).display().to_string();
+            let source = labels_path(root, split).display().to_string();
             let items = this.into_iter().map(|(p, l, _)| (p, l)).collect();
             ImageList::single(items, classes, request.image_size, source).boxed(NAME)
         })
@@ -166,3 +170,5 @@ mod tests {
         );
     }
 }
+
+virb_plugin_kit::register_task!(ThorNumSteps);

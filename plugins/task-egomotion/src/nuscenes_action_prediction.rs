@@ -79,9 +79,10 @@ impl Task for NuScenesActionPrediction {
 
     fn open(&self, request: DatasetRequest) -> RResult<DatasetBox, PluginError> {
         guard(|| {
+            let split = request.split()?;
             let root = Path::new(request.data_root.as_str());
-            let this = read_split(root, request.split)?;
-            let other = read_split(root, request.split.other())?;
+            let this = read_split(root, split)?;
+            let other = read_split(root, split.other())?;
             let classes: Vec<String> = this
                 .iter()
                 .chain(&other)
@@ -98,7 +99,7 @@ impl Task for NuScenesActionPrediction {
                     )
                 })
                 .collect();
-            let source = split_path(root, request.split).display().to_string();
+            let source = split_path(root, split).display().to_string();
             ImageList {
                 items,
                 classes,
@@ -144,3 +145,5 @@ impl Task for NuScenesActionPrediction {
         })
     }
 }
+
+virb_plugin_kit::register_task!(NuScenesActionPrediction);

@@ -35,6 +35,9 @@ fn split_name(split: Split) -> &'static str {
     match split {
         Split::Train => "train",
         Split::Test => "val",
+        // Unreachable in practice: a split this plugin does not know arrives as an error from
+        // `DatasetRequest::split()`. Treated like the test split.
+        _ => "val",
     }
 }
 
@@ -104,10 +107,11 @@ impl Task for ThorActionPrediction {
 
     fn open(&self, request: DatasetRequest) -> RResult<DatasetBox, PluginError> {
         guard(|| {
+            let split = request.split()?;
             let root = Path::new(request.data_root.as_str());
-            let items = read_labels(root, request.split)?;
+            let items = read_labels(root, split)?;
             let classes = ACTIONS.iter().map(|a| a.to_string()).collect();
-            let source = labels_path(root, request.split).display().to_string();
+            let source = labels_path(root, split).display().to_string();
             ImageList {
                 items,
                 classes,
@@ -156,3 +160,5 @@ impl Task for ThorActionPrediction {
         })
     }
 }
+
+virb_plugin_kit::register_task!(ThorActionPrediction);

@@ -45,6 +45,18 @@ pub fn host_bin() -> PathBuf {
     bin
 }
 
+/// `virb-host` built against plugin-api 0.3.1 with one more capability
+/// (`tests/fixtures/host-next`).
+pub fn host_next_bin() -> PathBuf {
+    let bin = build_dir().join("virb-host-next");
+    assert!(
+        bin.exists(),
+        "{} missing: run the tests with scripts/test.sh",
+        bin.display()
+    );
+    bin
+}
+
 /// A built plugin library by package name (`virb-encoder-resnet`).
 pub fn plugin_lib(package: &str) -> PathBuf {
     let lib = build_dir().join(format!("lib{}.so", package.replace('-', "_")));
@@ -57,12 +69,15 @@ pub fn plugin_lib(package: &str) -> PathBuf {
 }
 
 /// The project's own plugins.
-pub const OWN_PLUGINS: [&str; 5] = [
+pub const OWN_PLUGINS: [&str; 8] = [
     "virb-encoder-resnet",
     "virb-task-classification",
     "virb-task-counting",
     "virb-task-egomotion",
     "virb-task-action",
+    "virb-task-segmentation",
+    "virb-task-depth",
+    "virb-task-flow",
 ];
 
 /// The libtorch venv's python.

@@ -19,6 +19,23 @@ use crate::{
 
 /// Extension of complete cache files.
 const EXTENSION: &str = ".vfc";
+/// Extension of a chunked, memory-mapped feature file (see [`crate::chunked`]).
+const CHUNKED_EXTENSION: &str = ".vfp";
+
+/// What [`Cache::open_chunked`] found.
+pub enum ChunkedOutcome {
+    /// No file for the key.
+    Missing,
+    /// A verified, mapped file.
+    Loaded(crate::ChunkedFile),
+    /// A file that failed a check; it has been removed.
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
 
 /// Prefix of the temporary files that stores write before renaming them into place:
 /// `.tmp-<pid>-<sequence>-<digest>`.
@@ -194,6 +211,50 @@ impl Cache {
         })
     }
 
+    /// Starts writing the chunked file for `key`: `samples` samples of each of `arrays`
+    /// (see [`crate::chunked`]); it becomes visible only when [`crate::ChunkedWriter::finish`]
+    /// renames it into place.
+    pub fn create_chunked(
+        &self,
+        key: &CacheKey,
+        arrays: &[crate::ArraySpec],
+        samples: u64,
+    ) -> Result<crate::ChunkedWriter, CacheError> {
+        let digest = key.digest();
+        let path = self.dir.join(format!("{digest}{CHUNKED_EXTENSION}"));
+        crate::ChunkedWriter::create(
+            &self.dir,
+            path,
+            &digest,
+            &expected_header_key(key),
+            arrays,
+            samples,
+        )
+    }
+
+    /// Maps and verifies the chunked file for `key` (each chunk's checksum, reading the file
+    /// once without keeping it resident); a file failing a check is removed.
+    pub fn open_chunked(&self, key: &CacheKey) -> Result<ChunkedOutcome, CacheError> {
+        let path = self
+            .dir
+            .join(format!("{}{CHUNKED_EXTENSION}", key.digest()));
+        let meta = match fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ChunkedOutcome::Missing),
+            Err(source) => return Err(CacheError::Read { path, source }),
+        };
+        match crate::ChunkedFile::open(&path, &expected_header_key(key)) {
+            Ok(file) => Ok(ChunkedOutcome::Loaded(file)),
+            Err(crate::chunked::Refused::Io(source)) => Err(CacheError::Read { path, source }),
+            Err(crate::chunked::Refused::Invalid(mut reason)) => {
+                if let Err(e) = remove_if_same(&path, &meta) {
+                    reason.push_str(&format!("; removing it failed too: {e}"));
+                }
+                Ok(ChunkedOutcome::Invalid { path, reason })
+            }
+        }
+    }
+
     /// Loads and verifies the features for `key`.
     ///
     /// Returns [`LoadOutcome::Missing`] when there is no file, [`LoadOutcome::Loaded`] when the
@@ -321,7 +382,9 @@ fn default_dir_from(
 
 /// `<64 lower-case hex digits>.vfc`.
 fn is_cache_name(name: &str) -> bool {
-    name.strip_suffix(EXTENSION).is_some_and(is_digest)
+    name.strip_suffix(EXTENSION)
+        .or_else(|| name.strip_suffix(CHUNKED_EXTENSION))
+        .is_some_and(is_digest)
 }
 
 /// `.tmp-<pid>-<n>-<digest>`.
@@ -383,7 +446,7 @@ fn write_new(path: &Path, content: &[u8]) -> io::Result<()> {
 
 /// Makes a rename in `dir` durable across power loss (best effort: not every file system
 /// supports syncing a folder, and the rename itself is already atomic).
-fn sync_dir(dir: &Path) {
+pub(crate) fn sync_dir(dir: &Path) {
     #[cfg(unix)]
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
@@ -395,7 +458,7 @@ fn sync_dir(dir: &Path) {
 /// Creates a new temporary file for `digest` in `dir`. A name can be taken by a file left by
 /// a crashed process with the same pid, or by a process with the same pid in another PID
 /// namespace sharing the folder: then the next sequence number is tried.
-fn create_temp(dir: &Path, digest: &str) -> io::Result<(File, TempFile)> {
+pub(crate) fn create_temp(dir: &Path, digest: &str) -> io::Result<(File, TempFile)> {
     let mut attempts = 0;
     loop {
         let path = dir.join(format!(
@@ -414,9 +477,9 @@ fn create_temp(dir: &Path, digest: &str) -> io::Result<(File, TempFile)> {
 }
 
 /// A temporary file removed on drop (after a failed write) unless disarmed (after its rename).
-struct TempFile {
-    path: PathBuf,
-    armed: bool,
+pub(crate) struct TempFile {
+    pub(crate) path: PathBuf,
+    pub(crate) armed: bool,
 }
 
 impl Drop for TempFile {

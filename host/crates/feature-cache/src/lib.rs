@@ -93,11 +93,13 @@
 //!   them. Memory: the arrays once, plus the header.
 
 mod cache;
+pub mod chunked;
 mod error;
 mod format;
 mod key;
 
-pub use cache::{human_bytes, Cache, LoadOutcome, StoreInfo, Usage};
+pub use cache::{human_bytes, Cache, ChunkedOutcome, LoadOutcome, StoreInfo, Usage};
+pub use chunked::{ArraySpec, ChunkedFile, ChunkedWriter};
 pub use error::CacheError;
 pub use format::{Array, ArrayRef, DType, ALIGN, MAGIC};
 pub use key::CacheKey;

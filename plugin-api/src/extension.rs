@@ -1,0 +1,69 @@
+//! Extensions: how plugin-api grows between breaking releases.
+//!
+//! abi_stable's load-time layout check refuses a library whose vtables or root module have fewer
+//! entries than the loading host expects, so no method can be added to a trait of this crate in a
+//! compatible release. Instead, every trait object (and each root module) answers
+//! `extension(name, call)`: a later plugin-api names a new capability (a constant string such as
+//! `virb.head.describe/v1`), documents the JSON and tensors it takes and returns, and
+//!
+//! * a host of that later version asks for it and, when the plugin answers `None` (it was built
+//!   before the capability existed, or does not offer it), does what it did before;
+//! * a plugin of that later version offers it, and a host that predates it simply never asks.
+//!
+//! So a host and a plugin one patch apart (while 0.y: `0.3.0` and `0.3.1`) always load each
+//! other. A capability's name carries its own version: once published, its contract never changes;
+//! a different contract is a new name (`…/v2`).
+use crate::{NamedTensor, PluginError};
+use abi_stable::{
+    std_types::{ROption, RResult, RString, RVec},
+    StableAbi,
+};
+
+/// What the caller passes to an extension: a JSON value and tensors, as the capability defines.
+#[repr(C)]
+#[derive(StableAbi, Default)]
+pub struct ExtensionCall {
+    /// A JSON value (`null` when the capability takes none).
+    pub json: RString,
+    /// Tensors, moved to the callee.
+    pub tensors: RVec<NamedTensor>,
+}
+
+impl ExtensionCall {
+    /// A call with a JSON value and no tensors.
+    pub fn json(json: impl Into<String>) -> Self {
+        ExtensionCall {
+            json: json.into().into(),
+            tensors: RVec::new(),
+        }
+    }
+}
+
+/// What an extension answers: a JSON value and tensors, as the capability defines.
+#[repr(C)]
+#[derive(StableAbi, Default)]
+pub struct ExtensionReply {
+    /// A JSON value (`null` when the capability returns none).
+    pub json: RString,
+    /// Tensors, moved to the caller.
+    pub tensors: RVec<NamedTensor>,
+}
+
+impl ExtensionReply {
+    /// A reply with a JSON value and no tensors.
+    pub fn json(json: impl Into<String>) -> Self {
+        ExtensionReply {
+            json: json.into().into(),
+            tensors: RVec::new(),
+        }
+    }
+}
+
+/// The result of an extension call: `ROk(RNone)` means "not offered" (the caller falls back),
+/// `RErr` that the capability is offered but failed.
+pub type ExtensionResult = RResult<ROption<ExtensionReply>, PluginError>;
+
+/// The answer of an object that offers no extensions (the default body of every `extension`).
+pub fn no_extension() -> ExtensionResult {
+    RResult::ROk(ROption::RNone)
+}

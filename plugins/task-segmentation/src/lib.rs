@@ -1,0 +1,4 @@
+//! virb task plugin: pixel-wise segmentation (its tasks land in the next commits).
+#![allow(non_local_definitions)]
+
+virb_plugin_api::export_task_plugin!(virb_plugin_kit::registry::registered_tasks());
