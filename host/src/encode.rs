@@ -200,13 +200,42 @@ pub fn read_batch(
     }
 }
 
-/// Decodes and encodes every sample of `dataset`, in order, without augmentation. Every sample
-/// must have the same input size (a split whose sizes differ is an error naming two of them; the
-/// caller trains such a split live).
+/// Decodes and encodes every sample of `dataset`, in order, without augmentation, into memory.
+/// Every sample must have the same input size (a split whose sizes differ is an error naming two
+/// of them; the caller trains such a split live).
 pub fn encode_split(
     dataset: &DatasetBox,
     req: &EncodeRequest<'_>,
 ) -> Result<(MemoryStore, EncodeTimings), JobError> {
+    let mut per_output: Vec<Vec<Tensor>> = (0..req.outputs.len()).map(|_| Vec::new()).collect();
+    let mut targets: Vec<Tensor> = Vec::new();
+    let (timings, input_hw) = encode_split_into(dataset, req, &mut |outs, t| {
+        for (i, o) in outs.iter().enumerate() {
+            per_output[i].push(o.f_to_device(req.store_device)?);
+        }
+        targets.push(t.f_to_device(req.store_device)?);
+        Ok(())
+    })?;
+    let mut features = Vec::with_capacity(req.outputs.len());
+    for (name, parts) in req.outputs.iter().zip(per_output) {
+        features.push((name.to_string(), Tensor::f_cat(&parts, 0)?));
+    }
+    let store = MemoryStore::new(features, Tensor::f_cat(&targets, 0)?, input_hw)?;
+    Ok((store, timings))
+}
+
+/// Receives each encoded batch: the outputs (float16, on the encoder's device, in the order
+/// asked for) and the targets (on the CPU).
+pub type EncodedSink<'s> = dyn FnMut(&[Tensor], &Tensor) -> Result<(), JobError> + 's;
+
+/// Decodes and encodes every sample of `dataset`, in order, without augmentation, handing each
+/// batch to `sink` (memory, or a file written as it goes). Returns the timings and the input
+/// size; a split whose samples differ in input size is a [`JobError::VariableInputSize`].
+pub fn encode_split_into(
+    dataset: &DatasetBox,
+    req: &EncodeRequest<'_>,
+    sink: &mut EncodedSink<'_>,
+) -> Result<(EncodeTimings, (u32, u32)), JobError> {
     let meta = plugin(dataset.meta())?;
     let n = meta.len as usize;
     if n == 0 {
@@ -218,8 +247,6 @@ pub fn encode_split(
     let mut progress = Progress::new(req.label.clone(), n as u64);
     let (tx, rx) = mpsc::sync_channel::<Result<Vec<Decoded>, JobError>>(2);
     let bs = req.batch_size.max(1);
-    let mut per_output: Vec<Vec<Tensor>> = (0..req.outputs.len()).map(|_| Vec::new()).collect();
-    let mut targets: Vec<Tensor> = Vec::new();
     let mut input_hw: Option<(u32, u32)> = None;
     let (frames, pool, source) = (req.frames, req.pool, &meta.source);
     let result = std::thread::scope(|scope| -> Result<(), JobError> {
@@ -265,10 +292,11 @@ pub fn encode_split(
                                 .forward(TensorRef::of(x), RSlice::from_slice(req.outputs)),
                         )
                     })?;
-                    for (i, t) in outs.into_iter().enumerate() {
-                        per_output[i].push(t.f_to_kind(Kind::Half)?.f_to_device(req.store_device)?);
-                    }
-                    targets.push(batch.targets.f_to_device(req.store_device)?);
+                    let outs = outs
+                        .into_iter()
+                        .map(|t| t.f_to_kind(Kind::Half))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    sink(&outs, &batch.targets)?;
                     timings.encode_s += t0.elapsed().as_secs_f64();
                     progress.inc(b as u64, "");
                 }
@@ -280,16 +308,10 @@ pub fn encode_split(
         outcome
     });
     result?;
-    let mut features = Vec::with_capacity(req.outputs.len());
-    for (name, parts) in req.outputs.iter().zip(per_output) {
-        features.push((name.to_string(), Tensor::f_cat(&parts, 0)?));
-    }
-    let targets = Tensor::f_cat(&targets, 0)?;
     timings.wall_s = start.elapsed().as_secs_f64();
     progress.finish(&format!(
         "{:.1} samples/s",
         n as f64 / timings.wall_s.max(1e-9)
     ));
-    let store = MemoryStore::new(features, targets, input_hw.unwrap_or((0, 0)))?;
-    Ok((store, timings))
+    Ok((timings, input_hw.unwrap_or((0, 0))))
 }

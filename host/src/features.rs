@@ -3,30 +3,9 @@
 //! used).
 use crate::encode::EncodeTimings;
 use crate::error::JobError;
-use crate::store::{FeatureStore, MemoryStore};
+use crate::store::{dtype_of, kind_of, FeatureStore, MemoryStore};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
-
-fn dtype_of(kind: Kind) -> Option<virb_feature_cache::DType> {
-    use virb_feature_cache::DType;
-    match kind {
-        Kind::Half => Some(DType::F16),
-        Kind::Float => Some(DType::F32),
-        Kind::Int64 => Some(DType::I64),
-        Kind::Uint8 => Some(DType::U8),
-        _ => None,
-    }
-}
-
-fn kind_of(dtype: virb_feature_cache::DType) -> Kind {
-    use virb_feature_cache::DType;
-    match dtype {
-        DType::F16 => Kind::Half,
-        DType::F32 => Kind::Float,
-        DType::I64 => Kind::Int64,
-        DType::U8 => Kind::Uint8,
-    }
-}
 
 /// The cache key of one split's features: the encoder (plugin, version, options, weights hash),
 /// the task (plugin, version), the split, the preprocessing and a fingerprint of the data.
@@ -81,7 +60,7 @@ pub fn cache_key(
     }
 }
 
-const TARGETS: &str = "__targets__";
+use crate::store::TARGETS;
 /// The input height and width the features were computed at (`[2]` int64).
 const INPUT_HW: &str = "__input_hw__";
 
@@ -205,4 +184,141 @@ pub fn store_cached(
     if let Err(e) = outcome {
         eprintln!("warning: feature cache: not cached: {e}");
     }
+}
+
+/// The input size of every sample, as a chunked file stores it (`[2]` int64 per sample).
+const CHUNKED_INPUT_HW: &str = "__input_hw__";
+
+/// Encodes a split straight into the chunked cache file of `key` (nothing is held in memory but
+/// the batch being written), then maps and verifies it.
+pub fn encode_to_chunked(
+    cache: &virb_feature_cache::Cache,
+    key: &virb_feature_cache::CacheKey,
+    dataset: &virb_plugin_api::DatasetBox,
+    req: &crate::encode::EncodeRequest<'_>,
+    live: &crate::store::LiveStore<'_>,
+) -> Result<(crate::store::MappedStore, EncodeTimings), JobError> {
+    use virb_feature_cache::{ArraySpec, DType};
+    let mut arrays: Vec<ArraySpec> = live
+        .shapes()
+        .into_iter()
+        .map(|(name, sample_shape)| ArraySpec {
+            name,
+            dtype: DType::F16,
+            sample_shape,
+        })
+        .collect();
+    let (target_kind, target_shape) = live.target_spec();
+    let target_dtype = dtype_of(target_kind).ok_or_else(|| {
+        JobError::Other(format!(
+            "the task's targets are {target_kind:?}, which the feature cache cannot hold"
+        ))
+    })?;
+    arrays.push(ArraySpec {
+        name: TARGETS.into(),
+        dtype: target_dtype,
+        sample_shape: target_shape,
+    });
+    arrays.push(ArraySpec {
+        name: CHUNKED_INPUT_HW.into(),
+        dtype: DType::I64,
+        sample_shape: vec![2],
+    });
+    let cache_err =
+        |e: virb_feature_cache::CacheError| JobError::Other(format!("feature cache: {e}"));
+    let mut writer = cache
+        .create_chunked(key, &arrays, live.len() as u64)
+        .map_err(cache_err)?;
+    let bytes_of = |t: &Tensor, kind: Kind| -> Result<Vec<u8>, JobError> {
+        let t = t
+            .f_to_device(Device::Cpu)?
+            .f_to_kind(kind)?
+            .f_contiguous()?;
+        let numel = t.numel();
+        let mut out = vec![0u8; numel * t.kind().elt_size_in_bytes()];
+        t.f_copy_data_u8(&mut out, numel)?;
+        Ok(out)
+    };
+    let (timings, input_hw) =
+        crate::encode::encode_split_into(dataset, req, &mut |outs, targets| {
+            let rows = targets.size().first().copied().unwrap_or(0);
+            let mut data: Vec<Vec<u8>> = Vec::with_capacity(outs.len() + 2);
+            for o in outs {
+                data.push(bytes_of(o, Kind::Half)?);
+            }
+            if targets.kind() != target_kind {
+                return Err(JobError::Other(format!(
+                    "the task's targets changed type from {target_kind:?} to {:?} within a split",
+                    targets.kind()
+                )));
+            }
+            data.push(bytes_of(targets, target_kind)?);
+            // Every sample of a cached split has one input size (else encode_split_into stops).
+            data.push(
+                std::iter::repeat_n(input_hw_bytes(live.input_hw()), rows as usize)
+                    .flatten()
+                    .collect(),
+            );
+            let slices: Vec<&[u8]> = data.iter().map(|d| d.as_slice()).collect();
+            writer.append(rows as u64, &slices).map_err(cache_err)
+        })?;
+    let path = writer.finish().map_err(cache_err)?;
+    match cache.open_chunked(key).map_err(cache_err)? {
+        virb_feature_cache::ChunkedOutcome::Loaded(file) => {
+            Ok((crate::store::MappedStore::new(file, input_hw)?, timings))
+        }
+        _ => Err(JobError::Other(format!(
+            "feature cache: {} did not verify right after it was written; check the disk",
+            path.display()
+        ))),
+    }
+}
+
+fn input_hw_bytes((h, w): (u32, u32)) -> Vec<u8> {
+    let mut v = i64::from(h).to_le_bytes().to_vec();
+    v.extend_from_slice(&i64::from(w).to_le_bytes());
+    v
+}
+
+/// A split's chunked cache file, mapped and verified, if the cache has one for `key` (a corrupt
+/// file is reported, removed and re-encoded by the caller, never used).
+pub fn load_chunked(
+    cache: &virb_feature_cache::Cache,
+    key: &virb_feature_cache::CacheKey,
+) -> Result<Option<crate::store::MappedStore>, JobError> {
+    let file = match cache.open_chunked(key) {
+        Ok(virb_feature_cache::ChunkedOutcome::Loaded(file)) => file,
+        Ok(virb_feature_cache::ChunkedOutcome::Missing) => return Ok(None),
+        Ok(virb_feature_cache::ChunkedOutcome::Invalid { path, reason }) => {
+            eprintln!(
+                "feature cache: {} is unusable ({reason}); re-encoding",
+                path.display()
+            );
+            return Ok(None);
+        }
+        Err(e) => {
+            eprintln!("feature cache: {e}; re-encoding");
+            return Ok(None);
+        }
+    };
+    let hw_index = file
+        .arrays()
+        .iter()
+        .position(|a| a.name == CHUNKED_INPUT_HW);
+    let mut hw = (0u32, 0u32);
+    if let (Some(i), true) = (hw_index, file.samples() > 0) {
+        let mut b = [0u8; 16];
+        if file.read_rows(i, &[0], &mut b).is_ok() {
+            let h = i64::from_le_bytes(b[..8].try_into().unwrap_or_default());
+            let w = i64::from_le_bytes(b[8..].try_into().unwrap_or_default());
+            hw = (h as u32, w as u32);
+        }
+    }
+    eprintln!(
+        "{} {}: {} samples from the feature cache (memory-mapped, verified)",
+        key.task,
+        key.split,
+        file.samples()
+    );
+    Ok(Some(crate::store::MappedStore::new(file, hw)?))
 }

@@ -99,6 +99,11 @@ enum Command {
         /// task's pyramid is ~4.6 MB per 224-px image. Accepts `8G`, `500M`, `1.5T` or bytes.
         #[arg(long = "cache-budget", value_name = "BYTES", default_value = "8G", value_parser = cli::bytes)]
         cache_budget: u64,
+        /// Most bytes of features one split keeps in memory (the training device's memory for
+        /// CUDA): a larger split encoded once is read from a memory-mapped, verified cache file
+        /// batch by batch instead, keeping the resident set small.
+        #[arg(long = "memory-budget", value_name = "BYTES", default_value = "4G", value_parser = cli::bytes)]
+        memory_budget: u64,
     },
     /// Tables (CSV, Markdown) of encoders x tasks and PNG plots from the results in `--out`:
     /// each job's selected config (on validation when the job has a validation split).
@@ -295,6 +300,7 @@ fn main() -> ExitCode {
             checkpoint_every,
             max_epochs,
             cache_budget,
+            memory_budget,
         } => {
             if let Some(n) = threads {
                 tch::set_num_threads(n);
@@ -323,6 +329,7 @@ fn main() -> ExitCode {
                 checkpoint_every: std::time::Duration::from_secs_f64(checkpoint_every),
                 max_epochs,
                 cache_budget,
+                memory_budget,
                 experiment_list,
                 virb_configs,
                 data_root,

@@ -17,7 +17,7 @@ use crate::results::{
     self, hash_json, mean_std, sha256_file, EncoderRecord, PluginRef, ResultRecord, Row, RunRecord,
     TaskRecord, Timings, ValidationRecord, Versions,
 };
-use crate::splits::{EncoderId, Served};
+use crate::splits::EncoderId;
 use crate::store::{split_validation, FeatureStore};
 use crate::train::{RunOutcome, Stop};
 use std::{
@@ -59,6 +59,9 @@ pub struct RunOptions {
     pub max_epochs: Option<u32>,
     /// Most bytes of features a split encoded once may hold; over it, the split is live.
     pub cache_budget: u64,
+    /// Most bytes of features a split keeps in (device) memory; over it, they are read from a
+    /// memory-mapped cache file batch by batch.
+    pub memory_budget: u64,
 }
 
 /// How a run ended.
@@ -483,17 +486,33 @@ fn run_job(
         } else {
             None
         };
-    let serve = |split, ds, cached: Option<_>| -> Result<Served<'_>, JobError> {
-        match (cached, encoder) {
-            (Some(m), _) => crate::splits::serve_cached(m),
-            (None, Some(enc)) => {
-                crate::splits::serve(ctx, &id, task, job, job_name, split, ds, None, enc)
-            }
-            (None, None) => Err(JobError::Other("encoder not loaded".into())),
-        }
+    let loaded = || encoder.ok_or_else(|| JobError::Other("encoder not loaded".into()));
+    let train_full = match cached_train {
+        Some(hit) => hit,
+        None => crate::splits::serve(
+            ctx,
+            &id,
+            task,
+            job,
+            job_name,
+            Split::Train,
+            &train_ds,
+            loaded()?,
+        )?,
     };
-    let train_full = serve(Split::Train, &train_ds, cached_train)?;
-    let test = serve(Split::Test, &test_ds, cached_test)?;
+    let test = match cached_test {
+        Some(hit) => hit,
+        None => crate::splits::serve(
+            ctx,
+            &id,
+            task,
+            job,
+            job_name,
+            Split::Test,
+            &test_ds,
+            loaded()?,
+        )?,
+    };
     let encoder_state = match encoder {
         Some(enc) if task.info.wants_encoder_state => match enc.state().into_result() {
             Ok(state) => state.into_iter().collect(),

@@ -1,12 +1,14 @@
 //! How a job's splits reach training: from the verified feature cache, encoded once (and
 //! cached), or live. `pre_encode: true` (the default) encodes once when the features fit the
 //! cache budget and every sample of the split has one input size; otherwise the split is served
-//! live, and the run says why.
+//! live, and the run says why. A pixel-wise task's pyramid is streamed into a memory-mapped,
+//! chunk-verified file as it is encoded; it is then held in (device) memory when it fits the
+//! memory budget, else read from the map batch by batch.
 use crate::encode::{encode_split, EncodeRequest, EncodeTimings};
 use crate::error::{plugin, JobError};
-use crate::features::{cache_key, load_cached, store_cached};
+use crate::features::{cache_key, encode_to_chunked, load_cached, load_chunked, store_cached};
 use crate::runner::Ctx;
-use crate::store::{FeatureStore, LiveStore, MemoryStore};
+use crate::store::{FeatureStore, LiveStore, MappedStore, MemoryStore};
 use crate::{config::JobConfig, plugins::TaskEntry};
 use virb_feature_cache::human_bytes;
 use virb_plugin_api::{abi_stable::std_types::RString, DatasetBox, EncoderBox, Split};
@@ -25,6 +27,8 @@ pub(crate) struct EncoderId<'a> {
 pub(crate) enum Served<'a> {
     /// Encoded once (now or by an earlier run), in memory.
     Memory(MemoryStore, EncodeTimings),
+    /// Encoded once into a memory-mapped file, read batch by batch.
+    Mapped(MappedStore, EncodeTimings),
     /// Encoded batch by batch during training.
     Live(LiveStore<'a>),
 }
@@ -34,6 +38,7 @@ impl Served<'_> {
     pub fn store(&self) -> &dyn FeatureStore {
         match self {
             Served::Memory(m, _) => m,
+            Served::Mapped(m, _) => m,
             Served::Live(l) => l,
         }
     }
@@ -43,6 +48,8 @@ impl Served<'_> {
         match self {
             Served::Memory(_, t) if t.from_cache => "cached",
             Served::Memory(..) => "encoded",
+            Served::Mapped(_, t) if t.from_cache => "cached, memory-mapped",
+            Served::Mapped(..) => "encoded, memory-mapped",
             Served::Live(_) => "live",
         }
     }
@@ -50,7 +57,7 @@ impl Served<'_> {
     /// Time spent producing the features so far (a live store's grows while it trains).
     pub fn timings(&self) -> EncodeTimings {
         match self {
-            Served::Memory(_, t) => *t,
+            Served::Memory(_, t) | Served::Mapped(_, t) => *t,
             Served::Live(l) => {
                 let t = l.timings();
                 EncodeTimings {
@@ -68,20 +75,44 @@ fn outputs(task: &TaskEntry) -> Vec<RString> {
     task.info.required_outputs.to_vec()
 }
 
-/// The split's features from the cache, if the job pre-encodes and the cache has them.
-pub(crate) fn cached(
+/// The split's features from the cache, if the job pre-encodes and the cache has them (a
+/// memory-mapped file is read into memory when it fits the memory budget).
+pub(crate) fn cached<'a>(
     ctx: &Ctx<'_>,
     id: &EncoderId<'_>,
     task: &TaskEntry,
     job: &JobConfig,
     split: Split,
     ds: &DatasetBox,
-) -> Result<Option<MemoryStore>, JobError> {
+) -> Result<Option<Served<'a>>, JobError> {
     let (Some(cache), true) = (&ctx.opts.cache, pre_encodes(task, job)) else {
         return Ok(None);
     };
     let key = key(id, task, job, split, ds)?;
-    Ok(load_cached(cache, &key, ctx.opts.device, job.image_size)?.map(|(m, _)| m))
+    let hit = EncodeTimings {
+        from_cache: true,
+        ..EncodeTimings::default()
+    };
+    if let Some((m, _)) = load_cached(cache, &key, ctx.opts.device, job.image_size)? {
+        return Ok(Some(Served::Memory(m, hit)));
+    }
+    match load_chunked(cache, &key)? {
+        Some(mapped) => Ok(Some(in_memory_if_it_fits(ctx, mapped, hit)?)),
+        None => Ok(None),
+    }
+}
+
+/// A mapped store, read into memory (on the training device) when it fits the memory budget.
+fn in_memory_if_it_fits<'a>(
+    ctx: &Ctx<'_>,
+    mapped: MappedStore,
+    t: EncodeTimings,
+) -> Result<Served<'a>, JobError> {
+    if mapped.bytes() <= ctx.opts.memory_budget {
+        Ok(Served::Memory(mapped.into_memory(ctx.opts.device)?, t))
+    } else {
+        Ok(Served::Mapped(mapped, t))
+    }
 }
 
 fn key(
@@ -110,8 +141,8 @@ pub(crate) fn pre_encodes(task: &TaskEntry, job: &JobConfig) -> bool {
     job.pre_encoded() && task.info.encodable
 }
 
-/// Serves one split: `cached` when the cache had it; else, when the job pre-encodes and the
-/// features fit the budget, encodes it once (and caches it); else live.
+/// Serves one split that the cache does not have: when the job pre-encodes and the features fit
+/// the budget, encodes it once (and caches it); else live.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn serve<'a>(
     ctx: &'a Ctx<'_>,
@@ -121,12 +152,8 @@ pub(crate) fn serve<'a>(
     job_name: &str,
     split: Split,
     ds: &'a DatasetBox,
-    cached: Option<MemoryStore>,
     encoder: &'a EncoderBox,
 ) -> Result<Served<'a>, JobError> {
-    if let Some(m) = cached {
-        return serve_cached(m);
-    }
     let outs = outputs(task);
     let frames = task.info.frames.max(1);
     let label = format!("{}/{job_name}: {}", id.exp.name, split.as_str());
@@ -155,33 +182,56 @@ pub(crate) fn serve<'a>(
         );
         return Ok(Served::Live(live));
     }
+    let memory_budget = ctx.opts.memory_budget;
+    let to_file = ctx.opts.cache.is_some() && (task.info.pixel_wise || bytes > memory_budget);
+    if !to_file && bytes > memory_budget {
+        eprintln!(
+            "{label}: the features of {} samples would take {}, over the memory budget of {} (--memory-budget), and there is no cache to map them from (--no-cache); training live instead",
+            live.len(),
+            human_bytes(bytes),
+            human_bytes(memory_budget)
+        );
+        return Ok(Served::Live(live));
+    }
     if task.info.pixel_wise {
         eprintln!(
-            "{label}: caching the features ({}) of {} samples: {} (float16)",
+            "{label}: caching the features ({}) of {} samples: {} (float16){}",
             names.join(", "),
             live.len(),
-            human_bytes(bytes)
+            human_bytes(bytes),
+            if to_file {
+                " in a memory-mapped file"
+            } else {
+                ""
+            }
         );
     }
-    let encoded = encode_split(
-        ds,
-        &EncodeRequest {
-            encoder,
-            outputs: &outs,
-            frames,
-            batch_size: job.eval_batch_size() as usize,
-            pool: &ctx.pool,
-            store_device: ctx.opts.device,
-            label: format!("{}/{job_name}: encode {}", id.exp.name, split.as_str()),
-        },
-    );
-    match encoded {
-        Ok((store, timings)) => {
-            if let Some(cache) = &ctx.opts.cache {
-                store_cached(cache, &key(id, task, job, split, ds)?, &store);
-            }
-            Ok(Served::Memory(store, timings))
+    let req = EncodeRequest {
+        encoder,
+        outputs: &outs,
+        frames,
+        batch_size: job.eval_batch_size() as usize,
+        pool: &ctx.pool,
+        store_device: ctx.opts.device,
+        label: format!("{}/{job_name}: encode {}", id.exp.name, split.as_str()),
+    };
+    let encoded = match (&ctx.opts.cache, to_file) {
+        (Some(cache), true) => {
+            let key = key(id, task, job, split, ds)?;
+            encode_to_chunked(cache, &key, ds, &req, &live)
+                .and_then(|(mapped, t)| in_memory_if_it_fits(ctx, mapped, t))
         }
+        _ => encode_split(ds, &req).map(|(store, t)| {
+            if let Some(cache) = &ctx.opts.cache {
+                if let Ok(key) = key(id, task, job, split, ds) {
+                    store_cached(cache, &key, &store);
+                }
+            }
+            Served::Memory(store, t)
+        }),
+    };
+    match encoded {
+        Ok(served) => Ok(served),
         Err(e @ JobError::VariableInputSize { .. }) => {
             eprintln!("{label}: {e}; one cache holds one size, so this split is encoded live");
             Ok(Served::Live(live))
@@ -207,21 +257,9 @@ pub(crate) fn serve_split<'a>(
         entry,
         weights_sha256: &sha,
     };
-    let hit = cached(ctx, &id, task, job, split, ds)?;
-    if let Some(m) = hit {
-        return serve_cached(m);
+    if let Some(hit) = cached(ctx, &id, task, job, split, ds)? {
+        return Ok(hit);
     }
     let encoder = ec.encoder(ctx)?;
-    serve(ctx, &id, task, job, job_name, split, ds, None, encoder)
-}
-
-/// A split read from the cache.
-pub(crate) fn serve_cached<'a>(m: MemoryStore) -> Result<Served<'a>, JobError> {
-    Ok(Served::Memory(
-        m,
-        EncodeTimings {
-            from_cache: true,
-            ..EncodeTimings::default()
-        },
-    ))
+    serve(ctx, &id, task, job, job_name, split, ds, encoder)
 }

@@ -37,6 +37,7 @@ pub struct LiveStore<'a> {
     len: i64,
     shapes: Vec<(String, Vec<i64>)>,
     input_hw: (u32, u32),
+    target: (Kind, Vec<i64>),
     fine_tune: bool,
     timings: Mutex<LiveTimings>,
 }
@@ -68,6 +69,10 @@ impl<'a> LiveStore<'a> {
             SampleContext::PLAIN,
         )?;
         let input_hw = first.first().map(|d| d.input_hw).unwrap_or((0, 0));
+        let target = first
+            .first()
+            .map(|d| (d.targets.kind(), d.targets.size()[1..].to_vec()))
+            .unwrap_or((Kind::Int64, Vec::new()));
         let specs = plugin(encoder.output_shapes(input_hw.0 as i64, input_hw.1 as i64))?;
         let mut shapes = Vec::with_capacity(outputs.len());
         for wanted in outputs {
@@ -92,9 +97,15 @@ impl<'a> LiveStore<'a> {
             len: meta.len as i64,
             shapes,
             input_hw,
+            target,
             fine_tune,
             timings: Mutex::new(LiveTimings::default()),
         })
+    }
+
+    /// The element type and per-sample shape of the first sample's target.
+    pub fn target_spec(&self) -> (Kind, Vec<i64>) {
+        self.target.clone()
     }
 
     /// Time spent so far.

@@ -3,6 +3,8 @@
 //!
 //! * [`MemoryStore`]: features encoded once (or read from the cache), float16, in host or device
 //!   memory;
+//! * [`MappedStore`]: features encoded once into a memory-mapped, verified file, for a pyramid
+//!   larger than the memory budget;
 //! * [`LiveStore`]: nothing stored; each batch is decoded (with the task's training augmentation,
 //!   drawn from the run's seed and the epoch) and encoded when asked for, decoding running ahead
 //!   of the encoder;
@@ -12,9 +14,11 @@ use tch::{Device, Tensor};
 use virb_plugin_api::SampleContext;
 
 mod live;
+mod mapped;
 mod memory;
 
 pub use live::LiveStore;
+pub use mapped::{dtype_of, kind_of, MappedStore, TARGETS};
 pub use memory::MemoryStore;
 
 /// One batch, ready for the heads.
