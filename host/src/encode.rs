@@ -181,25 +181,6 @@ pub fn decode_batches(
     Ok(out)
 }
 
-/// Decodes the samples at `indices` and stacks them: `(inputs, targets)`; every sample must have
-/// the same input size.
-pub fn read_batch(
-    dataset: &DatasetBox,
-    indices: &[u64],
-    frames: u32,
-    pool: &rayon::ThreadPool,
-    source: &RString,
-    context: SampleContext,
-) -> Result<(Tensor, Tensor), JobError> {
-    let mut batches = decode_batches(dataset, indices, frames, pool, source, context)?;
-    match (batches.pop(), batches.is_empty()) {
-        (Some(one), true) => Ok((one.inputs, one.targets)),
-        _ => Err(JobError::Other(format!(
-            "the samples of {source} differ in input size; this path needs one size"
-        ))),
-    }
-}
-
 /// Decodes and encodes every sample of `dataset`, in order, without augmentation, into memory.
 /// Every sample must have the same input size (a split whose sizes differ is an error naming two
 /// of them; the caller trains such a split live).

@@ -56,7 +56,7 @@ pub fn cache_key(
         image_size: job.image_size,
         frames: task.info.frames.max(1),
         outputs: outputs.to_vec(),
-        dataset_fingerprint: crate::results::hash_json(&fingerprint),
+        dataset_fingerprint: crate::hashing::hash_json(&fingerprint),
     }
 }
 

@@ -4,24 +4,26 @@
 
 mod cli;
 mod config;
+mod drive;
 mod elf;
 mod encode;
 mod error;
-mod eval_only;
 mod features;
-mod finetune;
 mod fixtures;
-mod grid;
+mod hashing;
 mod libtorch;
 mod names;
+mod outdir;
+mod plan;
 mod plugins;
 mod preflight;
 mod progress;
-mod results;
+mod records;
 mod runner;
 mod selection;
 mod splits;
 mod store;
+mod table;
 mod train;
 mod yaml_index;
 
@@ -164,6 +166,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    libtorch::tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("VIRB_LOG")
@@ -323,7 +326,7 @@ fn main() -> ExitCode {
             };
             let reg = plugins::Registry::load(dirs);
             warn_rejected(&reg);
-            let opts = runner::RunOptions {
+            let opts = plan::RunOptions {
                 force,
                 cache,
                 checkpoint_every: std::time::Duration::from_secs_f64(checkpoint_every),
@@ -349,7 +352,7 @@ fn main() -> ExitCode {
             );
             match runner::run(&opts, &reg) {
                 Ok(summary) => {
-                    println!("{}", results::table(&summary.rows));
+                    println!("{}", table::table(&summary.rows));
                     if summary.rows.iter().any(|r| r.selected) {
                         println!("* selected config of its job (see <out>/<experiment>/<job>.selection.json)");
                     }

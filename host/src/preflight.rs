@@ -3,8 +3,8 @@
 //! training jobs are checked when the config is loaded, in `config`.)
 use crate::config::{ConfigError, VirbConfig};
 use crate::names;
+use crate::plan::SetupError;
 use crate::plugins::Registry;
-use crate::runner::SetupError;
 use std::path::Path;
 
 /// `--out` is (or can be made) a folder that this process can write in: checked up front, so that

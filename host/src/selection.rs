@@ -3,8 +3,9 @@
 //!
 //! `<out>/<experiment>/<job>.selection.json` records the choice, the rule that made it and every
 //! candidate's validation and test values; `virb-host report` applies the same rule.
-use crate::results::write_json;
+use crate::outdir::{results_file, selection_file, write_json};
 use std::path::Path;
+use virb_records::ResultRecord;
 
 /// Chooses among the complete results of `<out>/<experiment>/<job>-<config>` for the job's
 /// current `configs` (results of configs since removed from the file do not compete) and writes
@@ -17,20 +18,21 @@ pub fn write_selection(
 ) -> std::io::Result<Option<String>> {
     let exp_dir = out.join(experiment);
     let prefix = format!("{job}-");
-    let mut records: Vec<virb_report::Record> = std::fs::read_dir(&exp_dir)?
+    let mut records: Vec<ResultRecord> = std::fs::read_dir(&exp_dir)?
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
         .filter_map(|e| {
-            let text = std::fs::read_to_string(e.path().join("results.json")).ok()?;
-            virb_report::Record::parse(&text).ok().filter(|r| {
-                r.job == job
-                    && r.evaluated_head.is_none()
-                    && configs.iter().any(|c| **c == r.config)
-            })
+            ResultRecord::read(&results_file(&e.path()))
+                .ok()
+                .filter(|r| {
+                    r.job == job
+                        && r.evaluated_head.is_none()
+                        && configs.iter().any(|c| **c == r.config)
+                })
         })
         .collect();
     records.sort_by(|a, b| a.config.cmp(&b.config));
-    let refs: Vec<&virb_report::Record> = records.iter().collect();
+    let refs: Vec<&ResultRecord> = records.iter().collect();
     let Some(sel) = virb_report::select(&refs) else {
         return Ok(None);
     };
@@ -59,6 +61,6 @@ pub fn write_selection(
         "test_std": sel.record.test_std(),
         "candidates": candidates,
     });
-    write_json(&exp_dir.join(format!("{job}.selection.json")), &doc)?;
+    write_json(&selection_file(out, experiment, job), &doc)?;
     Ok(Some(sel.record.config.clone()))
 }

@@ -7,7 +7,7 @@
 use crate::encode::{encode_split, EncodeRequest, EncodeTimings};
 use crate::error::{plugin, JobError};
 use crate::features::{cache_key, encode_to_chunked, load_cached, load_chunked, store_cached};
-use crate::runner::Ctx;
+use crate::plan::Ctx;
 use crate::store::{FeatureStore, LiveStore, MappedStore, MemoryStore};
 use crate::{config::JobConfig, plugins::TaskEntry};
 use virb_feature_cache::human_bytes;
@@ -58,15 +58,7 @@ impl Served<'_> {
     pub fn timings(&self) -> EncodeTimings {
         match self {
             Served::Memory(_, t) | Served::Mapped(_, t) => *t,
-            Served::Live(l) => {
-                let t = l.timings();
-                EncodeTimings {
-                    decode_s: t.decode_s,
-                    encode_s: t.encode_s,
-                    wall_s: t.encode_s,
-                    from_cache: false,
-                }
-            }
+            Served::Live(l) => l.encode_timings(),
         }
     }
 }
@@ -160,7 +152,12 @@ pub(crate) fn serve<'a>(
     let live = LiveStore::open(ds, encoder, &outs, frames, &ctx.pool, false)?;
     if !pre_encodes(task, job) {
         if task.info.pixel_wise {
-            eprintln!("{label}: encoding live every epoch (pre_encode: false)");
+            let when = if split == Split::Train {
+                "every epoch, with the task's training augmentation"
+            } else {
+                "each time it is evaluated"
+            };
+            eprintln!("{label}: encoding live {when} (pre_encode: false)");
         }
         return Ok(Served::Live(live));
     }
@@ -243,7 +240,7 @@ pub(crate) fn serve<'a>(
 /// Serves one split of an experiment's job, loading the encoder only when the cache lacks it.
 pub(crate) fn serve_split<'a>(
     ctx: &'a Ctx<'_>,
-    ec: &'a crate::runner::ExpCtx<'_>,
+    ec: &'a crate::plan::ExpCtx<'_>,
     task: &TaskEntry,
     job: &JobConfig,
     job_name: &str,

@@ -1,22 +1,24 @@
 //! Eval-only jobs (such as `Imagenetv2`): evaluate, without training, the heads that the task
 //! they name trained for the same experiment, found in `--out`.
+use super::grid::new_head;
 use crate::config::JobConfig;
 use crate::error::{plugin, JobError};
+use crate::hashing::{hash_json, sha256_file};
 use crate::names::{self, NameKind};
+use crate::outdir;
+use crate::plan::{job_identity, Ctx, ExpCtx, JobPlan};
 use crate::plugins::TaskEntry;
-use crate::results::{self, hash_json, sha256_file, Row, RunRecord};
-use crate::runner::{
-    complete_row, failed_row, job_identity, metric_names, open_split, write_record, Ctx, ExpCtx,
-    RecordParts,
-};
+use crate::records::{complete_row, failed_row, metric_names, write_record, RecordParts};
+use crate::table::Row;
 use crate::train;
 use std::{collections::BTreeMap, path::PathBuf};
-use virb_plugin_api::{device_name, HeadRequest, Split};
+use virb_plugin_api::Split;
+use virb_records::{ResultRecord, RunRecord};
 
 /// Evaluates, on the eval-only task's test split, every head that the task it names trained
 /// for this experiment (found in `--out`), without training: each seed's head, with the mean
 /// and standard deviation over seeds.
-pub(crate) fn run_eval_job(
+pub(crate) fn run(
     ctx: &Ctx<'_>,
     ec: &ExpCtx<'_>,
     job_name: &str,
@@ -30,16 +32,11 @@ pub(crate) fn run_eval_job(
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
     dirs.sort();
-    let heads: Vec<(PathBuf, serde_json::Value)> = dirs
+    let heads: Vec<(PathBuf, ResultRecord)> = dirs
         .into_iter()
         .filter_map(|dir| {
-            let text = std::fs::read_to_string(dir.join("results.json")).ok()?;
-            let r: serde_json::Value = serde_json::from_str(&text).ok()?;
-            (r["schema"] == results::SCHEMA
-                && r["task"]["name"] == source.as_str()
-                && r["evaluated_head"].is_null()
-                && r["status"] == "ok")
-                .then_some((dir, r))
+            let r = ResultRecord::read(&outdir::results_file(&dir)).ok()?;
+            (r.task.name == source && !r.is_eval_only() && r.is_ok()).then_some((dir, r))
         })
         .collect();
     if heads.is_empty() {
@@ -50,14 +47,19 @@ pub(crate) fn run_eval_job(
             exp_dir.display()
         )));
     }
-    let identity = job_identity(ctx, ec, task, job);
+    let plan = JobPlan {
+        name: job_name,
+        job,
+        task,
+        identity: job_identity(ctx, ec, task, job),
+    };
     let mut rows = Vec::new();
-    let mut pending: Vec<(PathBuf, serde_json::Value, String, String)> = Vec::new();
+    let mut pending: Vec<(PathBuf, ResultRecord, String, String)> = Vec::new();
     // Which head's result goes to which folder: `<job>-<config of the head>`. The config name
     // comes from a file in --out, so it is checked like a name in a config file.
     let mut folders: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
     for (dir, r) in heads {
-        let config = r["config"].as_str().unwrap_or("head").to_string();
+        let config = r.config.clone();
         let refused = names::check(NameKind::Config, &config)
             .map_err(|e| {
                 format!(
@@ -69,11 +71,11 @@ pub(crate) fn run_eval_job(
                 names::plan_collisions([(job_name, config.as_str())]).map_err(|e| e.message)
             });
         if let Err(e) = refused {
-            rows.push(failed_row(exp, job_name, &config, &e));
+            rows.push(failed_row(&exp.name, job_name, &config, &e));
             continue;
         }
-        let hash = hash_json(&serde_json::json!({"job": identity, "source": r["config_hash"]}));
-        let out_dir = results::result_dir(&ctx.opts.out, &exp.name, job_name, &config);
+        let hash = hash_json(&serde_json::json!({"job": plan.identity, "source": r.config_hash}));
+        let out_dir = outdir::result_dir(&ctx.opts.out, &exp.name, job_name, &config);
         if let Some(first) = folders.insert(out_dir.clone(), dir.clone()) {
             let e = format!(
                 "the {source} heads in {} and {} have the same config name `{config}`, so both results would be written to {}; rename one of the configs",
@@ -82,12 +84,12 @@ pub(crate) fn run_eval_job(
                 out_dir.display()
             );
             eprintln!("error: experiment `{}`, job `{job_name}`: {e}", exp.name);
-            rows.push(failed_row(exp, job_name, &config, &e));
+            rows.push(failed_row(&exp.name, job_name, &config, &e));
             // The first of the two is not evaluated either: neither result would be trustworthy.
             let before = pending.len();
             pending.retain(|(d, ..)| *d != first);
             if pending.len() < before {
-                rows.push(failed_row(exp, job_name, &config, &e));
+                rows.push(failed_row(&exp.name, job_name, &config, &e));
             }
             continue;
         }
@@ -99,12 +101,11 @@ pub(crate) fn run_eval_job(
     if pending.is_empty() {
         return Ok(rows);
     }
-    let test_ds = open_split(ctx, task, job, Split::Test)?;
+    let test_ds = plan.open_split(ctx, Split::Test)?;
     let test_meta = plugin(test_ds.meta())?;
     let served = crate::splits::serve_split(ctx, ec, task, job, job_name, Split::Test, &test_ds)?;
     let test = served.store();
     let features = test.feature_specs();
-    let (input_height, input_width) = test.input_hw();
     let names = metric_names(task);
     for (dir, r, config, hash) in pending {
         let folder = dir
@@ -112,7 +113,7 @@ pub(crate) fn run_eval_job(
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let outcome = (|| -> Result<Row, JobError> {
-            let num_outputs = r["num_outputs"].as_u64().unwrap_or(0) as u32;
+            let num_outputs = r.num_outputs;
             if test_meta.num_outputs > num_outputs {
                 return Err(JobError::Other(format!(
                     "{}: labels go up to {} but the {source} head in {} has {num_outputs} outputs",
@@ -121,10 +122,8 @@ pub(crate) fn run_eval_job(
                     dir.display()
                 )));
             }
-            let source_runs: Vec<RunRecord> =
-                serde_json::from_value(r["runs"].clone()).unwrap_or_default();
             let mut runs = Vec::new();
-            for src in source_runs.iter().filter(|s| s.status == "ok") {
+            for src in r.runs.iter().filter(|s| s.is_ok()) {
                 let Some(head_name) = &src.head_file else {
                     continue;
                 };
@@ -142,16 +141,15 @@ pub(crate) fn run_eval_job(
                 let state = tch::Tensor::read_safetensors(&head_file).map_err(|e| {
                     JobError::Other(format!("cannot read head {}: {e}", head_file.display()))
                 })?;
-                let mut head = plugin(task.task.build_head(HeadRequest {
-                    features: features.clone().into(),
+                let mut head = new_head(
+                    ctx,
+                    &plan,
+                    features.clone(),
                     num_outputs,
-                    device: device_name(ctx.opts.device).into(),
-                    seed: src.seed,
-                    options_json: job.task_options_json().into(),
-                    input_height,
-                    input_width,
-                    encoder_state: Default::default(),
-                }))?;
+                    src.seed,
+                    test.input_hw(),
+                    Vec::new(),
+                )?;
                 let state = state
                     .into_iter()
                     .map(|(n, t)| virb_plugin_api::NamedTensor::new(n, t))
@@ -164,22 +162,13 @@ pub(crate) fn run_eval_job(
                 runs.push(RunRecord {
                     seed: src.seed,
                     status: "ok".into(),
-                    error: None,
                     test_metrics: names.iter().cloned().zip(test_metrics).collect(),
                     test_details: eval.details,
                     test_loss: Some(test_loss),
-                    train_metrics: BTreeMap::new(),
-                    train_loss: None,
-                    val_metrics: None,
-                    best_epoch: None,
-                    best_val_metrics: None,
-                    last_epoch: None,
-                    steps: 0,
-                    final_lr: None,
                     head_file: Some(format!("../{folder}/{head_name}")),
                     head_sha256: src.head_sha256.clone(),
-                    train_s: 0.0,
                     eval_s: t0.elapsed().as_secs_f64(),
+                    ..RunRecord::default()
                 });
             }
             if runs.is_empty() {
@@ -197,7 +186,7 @@ pub(crate) fn run_eval_job(
                     job_name,
                     cfg_name: &config,
                     config_hash: hash,
-                    hyper: r["hyperparameters"].clone(),
+                    hyper: r.hyperparameters.clone(),
                     train_encoder: false,
                     epochs: 0,
                     runs,
@@ -206,7 +195,7 @@ pub(crate) fn run_eval_job(
                     validation: None,
                     num_outputs,
                     timings: served.timings(),
-                    features: ["", "encoded"],
+                    features: ["", served.how()],
                     evaluated_head: Some(dir.display().to_string()),
                 },
             )
@@ -218,7 +207,7 @@ pub(crate) fn run_eval_job(
                     "error: experiment `{}`, job `{job_name}`, head `{config}`: {e}",
                     exp.name
                 );
-                rows.push(failed_row(exp, job_name, &config, &e.to_string()));
+                rows.push(failed_row(&exp.name, job_name, &config, &e.to_string()));
             }
         }
     }

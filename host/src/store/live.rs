@@ -113,6 +113,18 @@ impl<'a> LiveStore<'a> {
         self.timings.lock().map(|t| *t).unwrap_or_default()
     }
 
+    /// Time spent so far, as the time of getting a split's features (decoding overlaps the
+    /// encoder, so the wall time is the encoder's).
+    pub fn encode_timings(&self) -> crate::encode::EncodeTimings {
+        let t = self.timings();
+        crate::encode::EncodeTimings {
+            decode_s: t.decode_s,
+            encode_s: t.encode_s,
+            wall_s: t.encode_s,
+            from_cache: false,
+        }
+    }
+
     fn encode(&self, batch: Decoded, device: Device, train: bool) -> Result<Batch, JobError> {
         let t0 = Instant::now();
         let x = batch.inputs.f_to_device(self.encoder_device)?;

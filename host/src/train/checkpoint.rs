@@ -7,7 +7,8 @@
 //! ignored (the pass starts over) and never half-used.
 use super::{EpochRecord, Stop, Trainee};
 use crate::error::{plugin, JobError};
-use crate::results::{sha256_file, write_atomic};
+use crate::hashing::sha256_file;
+use crate::outdir::write_atomic;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use tch::Tensor;
@@ -74,7 +75,7 @@ pub fn save(
     }
     let name = format!("state-e{epochs_done}.safetensors");
     let path = dir.join(&name);
-    crate::results::write_head(&path, &tensors).map_err(io)?;
+    crate::outdir::write_tensors(&path, &tensors).map_err(io)?;
     let manifest = Manifest {
         key: policy.key.clone(),
         epochs_done,

@@ -1,0 +1,73 @@
+//! The table a run prints at its end: one row per (experiment, job, config).
+
+/// A row of the final table.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// Experiment.
+    pub experiment: String,
+    /// Job.
+    pub job: String,
+    /// Config.
+    pub config: String,
+    /// `metric=value` or `FAILED`.
+    pub metric: String,
+    /// Value, formatted.
+    pub value: String,
+    /// Where the result is, or the error.
+    pub note: String,
+    /// Whether this config is the one selected for its job.
+    pub selected: bool,
+}
+
+/// Formats rows as an aligned text table.
+pub fn table(rows: &[Row]) -> String {
+    let header = ["experiment", "job", "config", "metric", "value", "result"];
+    let cells: Vec<[String; 6]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.experiment.clone(),
+                r.job.clone(),
+                if r.selected {
+                    format!("{} *", r.config)
+                } else {
+                    r.config.clone()
+                },
+                r.metric.clone(),
+                r.value.clone(),
+                r.note.clone(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(|h| h.len());
+    for row in &cells {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cols: Vec<&str>| {
+        cols.iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = line(header.to_vec());
+    out.push('\n');
+    out.push_str(&line(
+        widths
+            .iter()
+            .map(|w| "-".repeat(*w))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|s| s.as_str())
+            .collect(),
+    ));
+    for row in &cells {
+        out.push('\n');
+        out.push_str(&line(row.iter().map(|s| s.as_str()).collect()));
+    }
+    out
+}
