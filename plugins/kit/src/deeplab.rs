@@ -19,8 +19,9 @@ use tch::nn;
 use tch::Tensor;
 use virb_plugin_api::PluginError;
 
-/// BatchNorm momentum of the ASPP, reducer and decoder (DeepLab's decay 0.9997).
-const BN_MOMENTUM: f64 = 0.0003;
+/// BatchNorm momentum of the ASPP, reducer and decoder by default (DeepLab's decay 0.9997, the
+/// value ViRB meant): the running statistics settle over thousands of steps, as in a full run.
+pub const BN_MOMENTUM: f64 = 0.0003;
 
 fn bn(vs: nn::Path, c: i64, momentum: f64) -> nn::BatchNorm {
     nn::batch_norm2d(
@@ -99,6 +100,9 @@ pub struct DeepLabConfig {
     pub low: i64,
     /// Output classes.
     pub classes: i64,
+    /// BatchNorm momentum (PyTorch's meaning) of the ASPP, reducer and decoder
+    /// ([`BN_MOMENTUM`] by default).
+    pub bn_momentum: f64,
 }
 
 impl DeepLabConfig {
@@ -111,6 +115,7 @@ impl DeepLabConfig {
             aspp: 256,
             low: 48,
             classes,
+            bn_momentum: BN_MOMENTUM,
         }
     }
 }
@@ -139,7 +144,7 @@ impl DeepLab {
         let branch = |i: usize, k: i64, d: i64| {
             (
                 conv(&a / format!("aspp{i}"), out4, c.aspp, k, d, false),
-                bn(&a / format!("aspp{i}_bn"), c.aspp, BN_MOMENTUM),
+                bn(&a / format!("aspp{i}_bn"), c.aspp, c.bn_momentum),
             )
         };
         let aspp = vec![
@@ -151,22 +156,22 @@ impl DeepLab {
         let aspp_pool = branch(5, 1, 1);
         let aspp_project = (
             conv(&a / "conv2", 5 * c.aspp, c.aspp, 1, 1, false),
-            bn(&a / "bn2", c.aspp, BN_MOMENTUM),
+            bn(&a / "bn2", c.aspp, c.bn_momentum),
         );
         let r = vs / "low_level_feature_reducer";
         let reducer = (
             conv(&r / "0", c.low_channels, c.low, 1, 1, true),
-            bn(&r / "1", c.low, BN_MOMENTUM),
+            bn(&r / "1", c.low, c.bn_momentum),
         );
         let d = vs / "decoder";
         let decoder = [
             (
                 conv(&d / "0", c.low + c.aspp, c.aspp, 3, 1, true),
-                Some(bn(&d / "1", c.aspp, BN_MOMENTUM)),
+                Some(bn(&d / "1", c.aspp, c.bn_momentum)),
             ),
             (
                 conv(&d / "3", c.aspp, c.aspp, 3, 1, true),
-                Some(bn(&d / "4", c.aspp, BN_MOMENTUM)),
+                Some(bn(&d / "4", c.aspp, c.bn_momentum)),
             ),
             (conv(&d / "6", c.aspp, c.classes, 3, 1, true), None),
         ];

@@ -103,6 +103,7 @@ impl DenseHead {
             low_channels: ch[0],
             mid_channels: ch[1],
             width,
+            bn_momentum: crate::options::bn_momentum(task, request.options_json.as_str())?,
             ..DeepLabConfig::resnet50(classes)
         };
         let device = parse_device(request.device.as_str())?;
@@ -379,6 +380,10 @@ pub fn task_info(
         evaluates_heads_of: RString::new(),
         pixel_wise: true,
         wants_encoder_state: deeplab,
-        options: RVec::new(),
+        options: if deeplab {
+            vec![crate::options::bn_momentum_spec()].into()
+        } else {
+            RVec::new()
+        },
     }
 }

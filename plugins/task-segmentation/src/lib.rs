@@ -13,7 +13,7 @@
 //! `[H, W]` int64 map of class ids, 255 where a pixel is ignored ([`dense::IGNORE`]). One task
 //! per file, each registering itself; the shared pieces are [`dense`] (masks, geometric
 //! augmentation), [`pairs`] (layouts, pairing, the data set type), [`augment`] (colour
-//! jitter), [`head`], [`pixel`], [`metric`], [`binary`] and [`fixture`].
+//! jitter), [`head`], [`pixel`], [`metric`], [`binary`], [`options`] and [`fixture`].
 #![allow(non_local_definitions)]
 
 pub mod augment;
@@ -25,6 +25,7 @@ pub mod fixture;
 pub mod head;
 pub mod metric;
 pub mod nyu_walkable;
+pub mod options;
 pub mod pairs;
 pub mod pets_detection;
 pub mod pixel;

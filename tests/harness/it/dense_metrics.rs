@@ -284,6 +284,7 @@ fn deeplab_matches_pytorch_in_eval_and_train_mode() {
         aspp: 16,
         low: 8,
         classes: 3,
+        bn_momentum: deeplab::BN_MOMENTUM,
     };
     let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let head = deeplab::DeepLab::new(&vs.root(), cfg);
