@@ -1,4 +1,5 @@
-"""Writes a torchvision ResNet-50 weights file, as `torch.save(model.state_dict(), path)` does.
+"""Writes a torchvision ResNet weights file (ResNet-50 unless --arch), as
+`torch.save(model.state_dict(), path)` does.
 
 No weights can be downloaded here, so the network is randomly initialised (seeded), each residual
 branch's last batch-norm scale is set to 0.2 (so the residual stream stays well scaled), and the
@@ -8,7 +9,8 @@ exactly the format of torchvision's checkpoints (and, with --prefix model., of V
 With --degrade-embedding (a fixture for fine-tuning tests) the frozen network's `embedding` is made
 nearly constant across images while staying trainable; see degrade_embedding().
 
-usage: make_weights.py OUT [--seed N] [--prefix model.] [--legacy] [--safetensors]
+usage: make_weights.py OUT [--arch resnet50|resnet18|resnet34|...] [--seed N] [--prefix model.]
+                           [--legacy] [--safetensors]
                            [--calibrate-dir DIR] [--calibrate-size PX]
                            [--degrade-embedding] [--degrade-scale S] [--degrade-bias B]
 """
@@ -41,13 +43,15 @@ def calibration_batches(args):
     return list(images.split(64))
 
 
-def build_model(seed, batches):
-    """A seeded torchvision ResNet-50, residual scales 0.2, BN statistics averaged over `batches`."""
+def build_model(seed, batches, arch="resnet50"):
+    """A seeded torchvision ResNet, residual scales 0.2, BN statistics averaged over `batches`."""
     torch.manual_seed(seed)
-    model = torchvision.models.resnet50()
+    model = getattr(torchvision.models, arch)()
     for m in model.modules():
         if isinstance(m, torchvision.models.resnet.Bottleneck):
             torch.nn.init.constant_(m.bn3.weight, 0.2)
+        if isinstance(m, torchvision.models.resnet.BasicBlock):
+            torch.nn.init.constant_(m.bn2.weight, 0.2)
         if isinstance(m, torch.nn.BatchNorm2d):
             m.momentum = None  # cumulative average
     model.train()
@@ -81,6 +85,7 @@ def degrade_embedding(model, scale, bias):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
+    ap.add_argument("--arch", default="resnet50", help="a torchvision ResNet: resnet18 ... resnet152")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--prefix", default="")
     ap.add_argument("--legacy", action="store_true", help="pre-1.6 (non-zip) serialisation")
@@ -95,7 +100,7 @@ def main():
     ap.add_argument("--degrade-scale", type=float, default=1e-3, help="with --degrade-embedding")
     ap.add_argument("--degrade-bias", type=float, default=0.1, help="with --degrade-embedding")
     args = ap.parse_args()
-    model = build_model(args.seed, calibration_batches(args))
+    model = build_model(args.seed, calibration_batches(args), args.arch)
     if args.degrade_embedding:
         degrade_embedding(model, args.degrade_scale, args.degrade_bias)
     sd = model.state_dict()

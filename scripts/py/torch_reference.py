@@ -12,6 +12,8 @@ Writes, for one seeded torchvision ResNet-50 (BN statistics calibrated so values
   misshaped.pt           with `layer2.0.bn1.weight` of the wrong shape
   input.safetensors      `images` [2, 3, 64, 80], normalised
   expected.safetensors   torchvision's conv, block1..block4, embedding on that input
+  weights_resnet18.pt, expected_resnet18.safetensors
+                         a seeded ResNet-18 (basic blocks) and its outputs on the same input
   image.jpg, image_expected.safetensors
                          a JPEG and torchvision's Resize((56,56)) + ToTensor + Normalize of it
 """
@@ -26,6 +28,18 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_weights import build_model  # noqa: E402
+
+
+def pyramid(model, x):
+    """torchvision's conv, block1..block4 and embedding of `x`."""
+    with torch.no_grad():
+        conv = model.relu(model.bn1(model.conv1(x)))
+        b1 = model.layer1(model.maxpool(conv))
+        b2 = model.layer2(b1)
+        b3 = model.layer3(b2)
+        b4 = model.layer4(b3)
+        emb = torch.flatten(model.avgpool(b4), 1)
+    return {"conv": conv, "block1": b1, "block2": b2, "block3": b3, "block4": b4, "embedding": emb}
 
 
 def main():
@@ -46,18 +60,11 @@ def main():
     torch.save(bad, os.path.join(out, "misshaped.pt"))
 
     x = torch.randn(2, 3, 64, 80)
-    with torch.no_grad():
-        conv = model.relu(model.bn1(model.conv1(x)))
-        b1 = model.layer1(model.maxpool(conv))
-        b2 = model.layer2(b1)
-        b3 = model.layer3(b2)
-        b4 = model.layer4(b3)
-        emb = torch.flatten(model.avgpool(b4), 1)
     save_file({"images": x}, os.path.join(out, "input.safetensors"))
-    save_file(
-        {"conv": conv, "block1": b1, "block2": b2, "block3": b3, "block4": b4, "embedding": emb},
-        os.path.join(out, "expected.safetensors"),
-    )
+    save_file(pyramid(model, x), os.path.join(out, "expected.safetensors"))
+    r18 = build_model(0, [torch.randn(8, 3, 64, 64)], "resnet18")
+    torch.save(r18.state_dict(), os.path.join(out, "weights_resnet18.pt"))
+    save_file(pyramid(r18, x), os.path.join(out, "expected_resnet18.safetensors"))
 
     # A photo-like JPEG (smooth gradients plus texture) and torchvision's preprocessing of it.
     g = torch.Generator().manual_seed(1)

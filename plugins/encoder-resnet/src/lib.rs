@@ -1,19 +1,20 @@
-//! virb encoder plugin: torchvision's bottleneck ResNets (ResNet-50, -101, -152), v1.5 (stride in
-//! the 3x3 convolution), frozen, in eval mode; or fine-tuned with the head, when the host asks
-//! for `Encoder::trainable_parameters` and trains through `Encoder::forward_train`.
+//! virb encoder plugin: torchvision's ResNets, the bottleneck ResNet-50, -101 and -152 (v1.5:
+//! stride in the 3x3 convolution) and the basic-block ResNet-18 and -34, frozen, in eval mode; or
+//! fine-tuned with the head, when the host asks for `Encoder::trainable_parameters` and trains
+//! through `Encoder::forward_train`.
 //!
 //! Weights are read from `torch.save(model.state_dict())` files as torchvision and ViRB write them
 //! (keys with or without a `model.` or `module.` prefix, zip or legacy format) and from safetensors
 //! files. Loading is strict: a missing, unexpected or mis-shaped tensor is an error that names it;
 //! only `fc.*` (the unused classifier) and `*.num_batches_tracked` are ignored.
 //!
-//! Outputs: `embedding` `[N, 2048]` (global average pool) and the pyramid `conv` (stem, before
-//! max-pool), `block1`..`block4` (after each stage).
+//! Outputs: `embedding` `[N, 2048]` (`[N, 512]` for ResNet-18/34; global average pool) and the
+//! pyramid `conv` (stem, before max-pool), `block1`..`block4` (after each stage).
 #![allow(non_local_definitions)]
 
 pub mod model;
 
-use model::{ResNet, ResNetOptions};
+use model::{Arch, ResNet, ResNetOptions};
 use serde::Deserialize;
 use std::path::Path;
 use virb_plugin_api::{
@@ -25,10 +26,10 @@ use virb_plugin_api::{
     EncoderInfo, EncoderRequest, FeatureSpec, NamedTensor, OutputSpec, PluginError, TensorRef,
 };
 
-/// The ResNet-50 factory (and its deeper siblings).
+/// The factory of one ResNet (`resnet50`, ...).
 pub struct ResNetFactory {
     name: &'static str,
-    blocks: [i64; 4],
+    arch: Arch,
 }
 
 /// Options an experiment list may give (`options:` mapping).
@@ -50,7 +51,7 @@ impl EncoderFactory for ResNetFactory {
                 self.name
             )
             .into(),
-            outputs: model::OUTPUTS
+            outputs: self.arch.outputs()
                 .iter()
                 .map(|(name, channels, stride)| OutputSpec {
                     name: (*name).into(),
@@ -77,14 +78,18 @@ impl EncoderFactory for ResNetFactory {
             let path = Path::new(request.weights.as_str());
             let net = ResNet::load(
                 path,
-                self.blocks,
+                self.arch,
                 device,
                 ResNetOptions {
                     channels_last: options.channels_last.unwrap_or(true),
                 },
             )?;
             Ok(EncoderBox::from_value(
-                LoadedResNet { net, device },
+                LoadedResNet {
+                    net,
+                    device,
+                    arch: self.arch,
+                },
                 TD_Opaque,
             ))
         })
@@ -94,6 +99,7 @@ impl EncoderFactory for ResNetFactory {
 struct LoadedResNet {
     net: ResNet,
     device: tch::Device,
+    arch: Arch,
 }
 
 impl Encoder for LoadedResNet {
@@ -103,7 +109,9 @@ impl Encoder for LoadedResNet {
 
     fn output_shapes(&self, height: i64, width: i64) -> RResult<RVec<FeatureSpec>, PluginError> {
         guard(|| {
-            Ok(model::output_shapes(height, width)
+            Ok(self
+                .arch
+                .output_shapes(height, width)
                 .into_iter()
                 .map(|(name, shape)| FeatureSpec {
                     name: name.into(),
@@ -153,18 +161,19 @@ fn named(tensors: Vec<(String, tch::Tensor)>) -> RVec<NamedTensor> {
         .collect()
 }
 
-/// The encoders this plugin exports (`resnet50`, `resnet101`, `resnet152`), as the host sees them.
+/// The encoders this plugin exports (`resnet50`, `resnet101`, `resnet152`, `resnet18`,
+/// `resnet34`), as the host sees them.
 pub fn factories() -> Vec<EncoderFactoryBox> {
     [
-        ("resnet50", [3, 4, 6, 3]),
-        ("resnet101", [3, 4, 23, 3]),
-        ("resnet152", [3, 8, 36, 3]),
+        ("resnet50", Arch::RESNET50),
+        ("resnet101", Arch::RESNET101),
+        ("resnet152", Arch::RESNET152),
+        ("resnet18", Arch::RESNET18),
+        ("resnet34", Arch::RESNET34),
     ]
     .into_iter()
-    .map(|(name, blocks)| EncoderFactoryBox::from_value(ResNetFactory { name, blocks }, TD_Opaque))
+    .map(|(name, arch)| EncoderFactoryBox::from_value(ResNetFactory { name, arch }, TD_Opaque))
     .collect()
 }
 
 virb_plugin_api::export_encoder_plugin!(factories());
-
-pub use model::output_shapes;

@@ -3,15 +3,85 @@ use std::{collections::HashMap, path::Path};
 use tch::nn;
 use virb_plugin_api::PluginError;
 
-/// `(name, channels, stride)` of every output.
-pub const OUTPUTS: [(&str, i64, i64); 6] = [
-    ("embedding", 2048, 0),
-    ("conv", 64, 2),
-    ("block1", 256, 4),
-    ("block2", 512, 8),
-    ("block3", 1024, 16),
-    ("block4", 2048, 32),
-];
+/// A torchvision ResNet's shape: blocks per stage and the kind of block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arch {
+    /// Blocks in `layer1`..`layer4`.
+    pub blocks: [i64; 4],
+    /// Bottleneck blocks (1x1, 3x3, 1x1; 4x wider output: ResNet-50 and deeper) or basic blocks
+    /// (two 3x3: ResNet-18 and -34).
+    pub bottleneck: bool,
+}
+
+impl Arch {
+    /// torchvision's `resnet18`.
+    pub const RESNET18: Arch = Arch {
+        blocks: [2, 2, 2, 2],
+        bottleneck: false,
+    };
+    /// torchvision's `resnet34`.
+    pub const RESNET34: Arch = Arch {
+        blocks: [3, 4, 6, 3],
+        bottleneck: false,
+    };
+    /// torchvision's `resnet50`.
+    pub const RESNET50: Arch = Arch {
+        blocks: [3, 4, 6, 3],
+        bottleneck: true,
+    };
+    /// torchvision's `resnet101`.
+    pub const RESNET101: Arch = Arch {
+        blocks: [3, 4, 23, 3],
+        bottleneck: true,
+    };
+    /// torchvision's `resnet152`.
+    pub const RESNET152: Arch = Arch {
+        blocks: [3, 8, 36, 3],
+        bottleneck: true,
+    };
+
+    /// Output channels of a block over its width (4 for bottlenecks, 1 for basic blocks).
+    pub fn expansion(self) -> i64 {
+        if self.bottleneck {
+            4
+        } else {
+            1
+        }
+    }
+
+    /// `(name, channels, stride)` of every output: `embedding` (stride 0: pooled) and the
+    /// pyramid `conv`, `block1`..`block4`.
+    pub fn outputs(self) -> [(&'static str, i64, i64); 6] {
+        let e = self.expansion();
+        [
+            ("embedding", 512 * e, 0),
+            ("conv", 64, 2),
+            ("block1", 64 * e, 4),
+            ("block2", 128 * e, 8),
+            ("block3", 256 * e, 16),
+            ("block4", 512 * e, 32),
+        ]
+    }
+
+    /// Per-sample output shapes for an input of `h` x `w`.
+    pub fn output_shapes(self, h: i64, w: i64) -> Vec<(&'static str, Vec<i64>)> {
+        let down = |s: i64| (s - 1) / 2 + 1;
+        let mut size = (h, w);
+        self.outputs()
+            .into_iter()
+            .map(|(name, channels, stride)| {
+                if stride == 0 {
+                    return (name, vec![channels]);
+                }
+                size = (down(size.0), down(size.1));
+                (name, vec![channels, size.0, size.1])
+            })
+            .collect()
+    }
+}
+
+/// The names of every output, in [`Arch::outputs`] order.
+pub const OUTPUT_NAMES: [&str; 6] = ["embedding", "conv", "block1", "block2", "block3", "block4"];
 
 /// Loading options.
 pub struct ResNetOptions {
@@ -76,32 +146,67 @@ impl Bottleneck {
     }
 }
 
-/// A bottleneck ResNet: frozen after loading, trainable once [`ResNet::trainable_parameters`]
+/// torchvision's `BasicBlock`: two 3x3 convs (the first with the stride).
+struct Basic {
+    conv1: nn::Conv2D,
+    bn1: nn::BatchNorm,
+    conv2: nn::Conv2D,
+    bn2: nn::BatchNorm,
+    downsample: Option<(nn::Conv2D, nn::BatchNorm)>,
+}
+
+impl Basic {
+    fn new(p: &nn::Path, cin: i64, width: i64, stride: i64) -> Self {
+        let downsample = (stride != 1 || cin != width).then(|| {
+            (
+                conv(p / "downsample" / "0", cin, width, 1, stride, 0),
+                bn(p / "downsample" / "1", width),
+            )
+        });
+        Basic {
+            conv1: conv(p / "conv1", cin, width, 3, stride, 1),
+            bn1: bn(p / "bn1", width),
+            conv2: conv(p / "conv2", width, width, 3, 1, 1),
+            bn2: bn(p / "bn2", width),
+            downsample,
+        }
+    }
+
+    fn forward(&self, x: &tch::Tensor, train: bool) -> tch::Tensor {
+        let y = x.apply(&self.conv1).apply_t(&self.bn1, train).relu();
+        let y = y.apply(&self.conv2).apply_t(&self.bn2, train);
+        let identity = match &self.downsample {
+            Some((c, b)) => x.apply(c).apply_t(b, train),
+            None => x.shallow_clone(),
+        };
+        (y + identity).relu()
+    }
+}
+
+/// A residual block of either kind.
+enum Block {
+    Basic(Basic),
+    Bottleneck(Bottleneck),
+}
+
+impl Block {
+    fn forward(&self, x: &tch::Tensor, train: bool) -> tch::Tensor {
+        match self {
+            Block::Basic(b) => b.forward(x, train),
+            Block::Bottleneck(b) => b.forward(x, train),
+        }
+    }
+}
+
+/// A torchvision ResNet: frozen after loading, trainable once [`ResNet::trainable_parameters`]
 /// has been called.
 pub struct ResNet {
     vs: nn::VarStore,
     conv1: nn::Conv2D,
     bn1: nn::BatchNorm,
-    layers: Vec<Vec<Bottleneck>>,
+    layers: Vec<Vec<Block>>,
+    arch: Arch,
     channels_last: bool,
-}
-
-/// Per-sample output shapes for an input of `h` x `w`.
-pub fn output_shapes(h: i64, w: i64) -> Vec<(&'static str, Vec<i64>)> {
-    let down = |s: i64| (s - 1) / 2 + 1;
-    let (ch, cw) = (down(h), down(w));
-    let (b1h, b1w) = (down(ch), down(cw));
-    let (b2h, b2w) = (down(b1h), down(b1w));
-    let (b3h, b3w) = (down(b2h), down(b2w));
-    let (b4h, b4w) = (down(b3h), down(b3w));
-    vec![
-        ("embedding", vec![2048]),
-        ("conv", vec![64, ch, cw]),
-        ("block1", vec![256, b1h, b1w]),
-        ("block2", vec![512, b2h, b2w]),
-        ("block3", vec![1024, b3h, b3w]),
-        ("block4", vec![2048, b4h, b4w]),
-    ]
 }
 
 /// Converts a 4-D tensor to channels-last strides (same shape, NHWC memory order).
@@ -149,7 +254,7 @@ impl ResNet {
     /// Builds the network and loads `path` strictly.
     pub fn load(
         path: &Path,
-        blocks: [i64; 4],
+        arch: Arch,
         device: tch::Device,
         options: ResNetOptions,
     ) -> Result<Self, PluginError> {
@@ -177,18 +282,18 @@ impl ResNet {
         let bn1 = bn(&root / "bn1", 64);
         let mut layers = Vec::new();
         let mut cin = 64;
-        for (i, (&n, width)) in blocks.iter().zip([64, 128, 256, 512]).enumerate() {
+        for (i, (&n, width)) in arch.blocks.iter().zip([64, 128, 256, 512]).enumerate() {
             let lp = &root / format!("layer{}", i + 1);
             let stride = if i == 0 { 1 } else { 2 };
             let mut layer = Vec::new();
             for b in 0..n {
-                layer.push(Bottleneck::new(
-                    &(&lp / b),
-                    cin,
-                    width,
-                    if b == 0 { stride } else { 1 },
-                ));
-                cin = width * 4;
+                let (p, s) = (&lp / b, if b == 0 { stride } else { 1 });
+                layer.push(if arch.bottleneck {
+                    Block::Bottleneck(Bottleneck::new(&p, cin, width, s))
+                } else {
+                    Block::Basic(Basic::new(&p, cin, width, s))
+                });
+                cin = width * arch.expansion();
             }
             layers.push(layer);
         }
@@ -210,6 +315,7 @@ impl ResNet {
             conv1,
             bn1,
             layers,
+            arch,
             channels_last: options.channels_last,
         })
     }
@@ -279,7 +385,7 @@ impl ResNet {
             )));
         }
         for w in wanted {
-            if !OUTPUTS.iter().any(|(n, _, _)| n == w) {
+            if !OUTPUT_NAMES.contains(w) {
                 return Err(PluginError::invalid_input(format!(
                     "resnet has no output `{w}`; it provides embedding, conv, block1..block4"
                 )));
@@ -287,15 +393,15 @@ impl ResNet {
         }
         let depth = wanted
             .iter()
-            .filter_map(|w| OUTPUTS.iter().position(|(n, _, _)| n == w))
-            .map(|i| if i == 0 { OUTPUTS.len() } else { i })
+            .filter_map(|w| OUTPUT_NAMES.iter().position(|n| n == w))
+            .map(|i| if i == 0 { OUTPUT_NAMES.len() } else { i })
             .max()
             .unwrap_or(0);
         if train && depth > 0 {
             // Training-mode batch norm needs more than one value per channel; the deepest stage run
             // has the fewest.
-            let shapes = output_shapes(size[2], size[3]);
-            let (name, shape) = &shapes[depth.min(OUTPUTS.len() - 1)];
+            let shapes = self.arch.output_shapes(size[2], size[3]);
+            let (name, shape) = &shapes[depth.min(OUTPUT_NAMES.len() - 1)];
             if size[0] * shape[1] * shape[2] < 2 {
                 return Err(PluginError::invalid_input(format!(
                     "cannot train on a batch of {} image(s) of {}x{}: `{name}` would be {}x{}, one \

@@ -1,7 +1,7 @@
 //! Numbers checked against PyTorch itself (values produced by scripts/py/torch_reference.py).
 use std::path::Path;
 use tch::{Device, Tensor};
-use virb_encoder_resnet::model::{ResNet, ResNetOptions};
+use virb_encoder_resnet::model::{Arch, ResNet, ResNetOptions};
 use virb_tests::reference_dir;
 
 fn load(file: &str) -> Vec<(String, Tensor)> {
@@ -18,15 +18,18 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 }
 
 fn check_resnet(weights: &Path, channels_last: bool) {
-    let net = ResNet::load(
+    check_arch(
         weights,
-        [3, 4, 6, 3],
-        Device::Cpu,
-        ResNetOptions { channels_last },
-    )
-    .unwrap();
+        Arch::RESNET50,
+        "expected.safetensors",
+        channels_last,
+    );
+}
+
+fn check_arch(weights: &Path, arch: Arch, expected: &str, channels_last: bool) {
+    let net = ResNet::load(weights, arch, Device::Cpu, ResNetOptions { channels_last }).unwrap();
     let input = load("input.safetensors");
-    let expected = load("expected.safetensors");
+    let expected = load(expected);
     let names = ["conv", "block1", "block2", "block3", "block4", "embedding"];
     let out = net.forward(get(&input, "images"), &names).unwrap();
     for name in names {
@@ -55,16 +58,39 @@ fn resnet50_matches_torchvision_for_every_weight_format() {
 }
 
 #[test]
-fn resnet50_output_shapes_follow_the_reference_rule() {
-    let shapes = virb_encoder_resnet::output_shapes(224, 224);
+fn resnet18_basic_blocks_match_torchvision() {
+    let weights = reference_dir().join("weights_resnet18.pt");
+    check_arch(
+        &weights,
+        Arch::RESNET18,
+        "expected_resnet18.safetensors",
+        true,
+    );
+    check_arch(
+        &weights,
+        Arch::RESNET18,
+        "expected_resnet18.safetensors",
+        false,
+    );
+}
+
+#[test]
+fn resnet_output_shapes_follow_the_reference_rule() {
+    let shapes = Arch::RESNET50.output_shapes(224, 224);
     let get = |n: &str| shapes.iter().find(|(k, _)| *k == n).unwrap().1.clone();
     assert_eq!(get("conv"), vec![64, 112, 112]);
     assert_eq!(get("block4"), vec![2048, 7, 7]);
-    let shapes = virb_encoder_resnet::output_shapes(375, 1242);
+    assert_eq!(get("embedding"), vec![2048]);
+    let shapes = Arch::RESNET50.output_shapes(375, 1242);
     assert_eq!(
         shapes.iter().find(|(k, _)| *k == "block4").unwrap().1,
         vec![2048, 12, 39]
     );
+    let shapes = Arch::RESNET18.output_shapes(224, 224);
+    let get = |n: &str| shapes.iter().find(|(k, _)| *k == n).unwrap().1.clone();
+    assert_eq!(get("block1"), vec![64, 56, 56]);
+    assert_eq!(get("block4"), vec![512, 7, 7]);
+    assert_eq!(get("embedding"), vec![512]);
 }
 
 #[test]

@@ -175,6 +175,23 @@ pub fn degraded_weights() -> &'static Path {
     FILE.get_or_init(|| make_weights("degraded-weights", "degraded-v1", &["--degrade-embedding"]))
 }
 
+/// A torchvision-format ResNet-18 weights file made like [`weights`]. Its pyramid has 64..512
+/// channels, so ViRB's PixelWise head on it has ~6 M parameters instead of ~100 M on
+/// ResNet-50's: the pixel-wise tests that train that head many times use it (each step of the
+/// larger head is dominated by its Adam update, ~0.6 s on two cores).
+pub fn resnet18_weights() -> &'static Path {
+    static FILE: OnceLock<PathBuf> = OnceLock::new();
+    FILE.get_or_init(|| make_weights("weights-resnet18", "v1", &["--arch", "resnet18"]))
+}
+
+/// An experiment list with one experiment, `probe`, of `encoder` with `weights`.
+pub fn experiment_list(weights: &Path, encoder: &str) -> String {
+    format!(
+        "probe:\n  weights: '{}'\n  encoder: {encoder}\n",
+        weights.display()
+    )
+}
+
 /// Runs `make_weights.py` (calibrated on a fresh CalTech fixture) once per cache key.
 fn make_weights(name: &str, version: &str, extra: &[&str]) -> PathBuf {
     let script = root().join("scripts/py/make_weights.py");
