@@ -1,10 +1,13 @@
 //! Drawing and writing helpers for this plugin's fixture data sets.
 //!
-//! The signal: a smooth ramp `r` in [0, 1] across the image whose orientation is random per
-//! image; the image's brightness follows the ramp (with a faint random tint and pixel noise), and
-//! the target is a function of it (depth = a scaled `r`). A frozen random ResNet's pyramid
-//! carries brightness at every level, so the PixelWise head can learn it; shuffling the target
-//! files among the images leaves nothing to learn beyond the mean map.
+//! The signal: a smooth random field `r` in [0, 1] across the image (three plane waves of random
+//! direction, frequency and phase: ramps and gentle hills that differ per image); the image's
+//! brightness follows it (with a faint random tint and pixel noise), and the target is a function
+//! of it (depth = a scaled `r`). A frozen random ResNet's pyramid carries brightness at every
+//! level, so the PixelWise head can learn it; two images' fields are nearly uncorrelated, so
+//! shuffling the target files among the images leaves nothing to learn beyond the mean map (a
+//! single ramp per image left a chance correlation between shuffled pairs of similar
+//! orientation).
 use std::path::Path;
 use virb_plugin_api::{PluginError, Split};
 use virb_plugin_kit::draw::{hue_to_rgb, Rng};
@@ -29,16 +32,30 @@ pub fn sample_rng(seed: u64, split: Split, index: u32) -> Rng {
     Rng::new(seed ^ (split << 40) ^ (u64::from(index).wrapping_mul(0x9E37_79B9)))
 }
 
-/// Draws a ramp scene (see the module's documentation).
+/// Draws a scene (see the module's documentation): `r` is a sum of three plane waves of 0.4 to
+/// 1.2 cycles per image side in random directions and phases, scaled to [0, 1].
 pub fn ramp_scene(size: u32, rng: &mut Rng) -> Ramp {
-    let angle = rng.uniform() * std::f32::consts::TAU;
-    let (dx, dy) = (angle.cos(), angle.sin());
+    let waves: Vec<(f32, f32, f32, f32)> = (0..3)
+        .map(|_| {
+            let angle = rng.uniform() * std::f32::consts::TAU;
+            let freq = std::f32::consts::TAU * (0.4 + 0.8 * rng.uniform());
+            (
+                angle.cos() * freq,
+                angle.sin() * freq,
+                rng.uniform() * std::f32::consts::TAU,
+                0.5 + 0.5 * rng.uniform(),
+            )
+        })
+        .collect();
     let tint = hue_to_rgb(rng.uniform());
     let s = size.max(2) as f32 - 1.0;
     let raw: Vec<f32> = (0..size * size)
         .map(|i| {
-            let (x, y) = ((i % size) as f32 / s - 0.5, (i / size) as f32 / s - 0.5);
-            x * dx + y * dy
+            let (x, y) = ((i % size) as f32 / s, (i / size) as f32 / s);
+            waves
+                .iter()
+                .map(|(kx, ky, phase, amp)| amp * (kx * x + ky * y + phase).sin())
+                .sum()
         })
         .collect();
     let (lo, hi) = raw

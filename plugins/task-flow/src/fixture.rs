@@ -1,15 +1,23 @@
 //! The fixture generator: frame pairs in KITTI's layout whose second frame is the first
 //! translated by a known whole-pixel shift, with the real flow file and its visualisation.
 //!
-//! Each sample views a random scene: a colour ramp (red grows to the right, green downwards, so
-//! that brightness constancy makes the shift a nearly linear function of the two frames, as the
-//! optical-flow constraint says) under a random smooth texture. Frame B is the scene moved by the
+//! Each sample views a random scene: a colour ramp (red grows to the right, green downwards) under
+//! a random smooth texture (plane waves of 16 to 40 px). Frame B is the scene moved by the
 //! sample's shift `(dx, dy)`, so the flow is `(dx, dy)` at every pixel; a band of top rows (as
-//! KITTI's sky) and a few scattered pixels are marked invalid. Shift `k` of `classes` points in
-//! direction `2πk / classes` with a length of `max(2, size / 16)` pixels (4 at 64 px), rounded to
-//! whole pixels. Sample `i` gets shift `i % classes`, so ViRB's split (the last 10% of the sorted
-//! list) holds every shift when it has `classes` samples or more. Every fifth sample is one row
-//! taller (as KITTI's 375- and 376-row frames).
+//! KITTI's sky) and about a tenth of the other pixels are marked invalid. Shift `k` of `classes`
+//! points in direction `2πk / classes` with a length of `max(2, size / 16)` pixels (4 at 64 px),
+//! rounded to whole pixels.
+//!
+//! Frame B is also tinted (40%) with the hue of its shift's direction, as the egomotion fixture
+//! tints its second view: a few pixels of translation change a frozen *random* encoder's
+//! features too little for a head trained for a few epochs to read them (tried: it stays at the
+//! mean flow), while the tint makes the pairing of frames and flow learnable. The translation is
+//! exact, so the flow file is the true flow of the scene; shuffling the flow files among the pairs
+//! leaves nothing to learn.
+//!
+//! Sample `i` gets shift `i % classes`, so ViRB's split (the last 10% of the sorted list) holds
+//! every shift when it has `classes` samples or more. Every fifth sample is one row taller (as
+//! KITTI's 375- and 376-row frames).
 use crate::{
     data::{training_dir, NAME},
     options::Target,
@@ -20,6 +28,9 @@ use virb_plugin_kit::{
     draw::{self, hue_to_rgb, Rng},
     flow_png::{self, FlowField},
 };
+
+/// How much frame B is tinted with its shift's hue.
+const TINT: f32 = 0.4;
 
 /// Most distinct shifts the generator writes.
 pub const MAX_SHIFTS: u32 = 8;
@@ -40,7 +51,7 @@ fn scene(w: usize, h: usize, rng: &mut Rng) -> Vec<[f32; 3]> {
     let waves: Vec<(f32, f32, f32, usize)> = (0..6)
         .map(|i| {
             let angle = rng.uniform() * std::f32::consts::TAU;
-            let period = 5.0 + rng.uniform() * 10.0;
+            let period = 16.0 + rng.uniform() * 24.0;
             let k = std::f32::consts::TAU / period;
             (
                 k * angle.cos(),
@@ -58,9 +69,9 @@ fn scene(w: usize, h: usize, rng: &mut Rng) -> Vec<[f32; 3]> {
                 texture[c] += (kx * x as f32 + ky * y as f32 + phase).sin();
             }
             out.push([
-                0.1 + 0.8 * x as f32 / w as f32 + 0.04 * texture[0],
-                0.1 + 0.8 * y as f32 / h as f32 + 0.04 * texture[1],
-                0.5 + 0.2 * texture[2],
+                0.1 + 0.8 * x as f32 / w as f32 + 0.02 * texture[0],
+                0.1 + 0.8 * y as f32 / h as f32 + 0.02 * texture[1],
+                0.5 + 0.15 * texture[2],
             ]);
         }
     }
@@ -110,19 +121,25 @@ pub fn write(request: &FixtureRequest) -> Result<String, PluginError> {
         let (sw, sh) = (w + 2 * margin, h + 2 * margin);
         let s = scene(sw, sh, &mut rng);
         // A(p) = S(p + m); B(p + d) = A(p), so B(q) = S(q - d + m).
-        let view = |ox: i64, oy: i64| -> Vec<u8> {
+        let view = |ox: i64, oy: i64, tint: Option<[f32; 3]>| -> Vec<u8> {
             let mut out = Vec::with_capacity(w * h * 3);
             for y in 0..h as i64 {
                 for x in 0..w as i64 {
-                    let px = s[((y + oy) as usize) * sw + (x + ox) as usize];
+                    let mut px = s[((y + oy) as usize) * sw + (x + ox) as usize];
+                    if let Some(t) = tint {
+                        for (c, t) in px.iter_mut().zip(t) {
+                            *c = (1.0 - TINT) * *c + TINT * t;
+                        }
+                    }
                     out.extend(px.map(|c| (c.clamp(0.0, 1.0) * 255.0).round() as u8));
                 }
             }
             out
         };
         let m = margin as i64;
-        let a = view(m, m);
-        let b = view(m - dx, m - dy);
+        let a = view(m, m, None);
+        let tint = hue_to_rgb((i % shifts) as f32 / shifts as f32);
+        let b = view(m - dx, m - dy, Some(tint));
         let band = rng.below(h as u64 / 4 + 1) as usize;
         let valid: Vec<bool> = (0..w * h)
             .map(|p| p / w >= band && rng.below(10) != 0)

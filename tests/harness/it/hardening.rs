@@ -230,7 +230,12 @@ fn a_truncated_plugin_is_rejected_and_the_others_load() {
         fs::write(&file, &whole[..cut]).unwrap();
         let out = env.host(&["plugins"]);
         assert_eq!(out.code, 0, "{}", out.stderr);
-        assert!(out.stdout.contains("loaded (5):"), "{}", out.stdout);
+        assert!(
+            out.stdout
+                .contains(&format!("loaded ({}):", virb_tests::OWN_PLUGINS.len())),
+            "{}",
+            out.stdout
+        );
         assert!(
             out.stdout
                 .contains("libtruncated.so: the file is truncated or damaged: "),

@@ -18,3 +18,4 @@ mod hardening;
 mod plugins;
 mod reference;
 mod segmentation;
+mod virb_files;
