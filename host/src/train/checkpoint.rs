@@ -5,7 +5,7 @@
 //! SHA-256 and is written (atomically) last: a crash at any point leaves either the previous
 //! complete checkpoint or the new one. A checkpoint whose key, file or hash does not match is
 //! ignored (the pass starts over) and never half-used.
-use super::{EpochRecord, Stop, Trainee};
+use super::trainee::{EpochRecord, Stop, Trainee};
 use crate::error::{plugin, JobError};
 use crate::hashing::sha256_file;
 use crate::outdir::write_atomic;
