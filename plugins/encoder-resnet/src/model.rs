@@ -185,8 +185,8 @@ impl Basic {
 
 /// A residual block of either kind.
 enum Block {
-    Basic(Basic),
-    Bottleneck(Bottleneck),
+    Basic(Box<Basic>),
+    Bottleneck(Box<Bottleneck>),
 }
 
 impl Block {
@@ -289,9 +289,9 @@ impl ResNet {
             for b in 0..n {
                 let (p, s) = (&lp / b, if b == 0 { stride } else { 1 });
                 layer.push(if arch.bottleneck {
-                    Block::Bottleneck(Bottleneck::new(&p, cin, width, s))
+                    Block::Bottleneck(Box::new(Bottleneck::new(&p, cin, width, s)))
                 } else {
-                    Block::Basic(Basic::new(&p, cin, width, s))
+                    Block::Basic(Box::new(Basic::new(&p, cin, width, s)))
                 });
                 cin = width * arch.expansion();
             }
