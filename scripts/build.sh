@@ -10,7 +10,7 @@ shift || true
 flag=()
 [ "$profile" = release ] && flag=(--release)
 # The project's own plugins: every cdylib under plugins/.
-plugins=(virb-encoder-resnet virb-task-classification virb-task-counting virb-task-egomotion virb-task-action virb-task-segmentation virb-task-depth virb-task-flow)
+plugins=(virb-encoder-resnet virb-encoder-torchscript virb-task-classification virb-task-counting virb-task-egomotion virb-task-action virb-task-segmentation virb-task-depth virb-task-flow)
 # The whole workspace in one invocation (the test fixture plugins are small): building subsets
 # separately unifies dependency features differently and rebuilds torch-sys's C++ each time.
 cargo build "${flag[@]}" --workspace "$@"

@@ -117,3 +117,57 @@ pub fn resolve_device(spec: &str) -> Result<tch::Device, String> {
         }
     }
 }
+
+/// This host's libtorch as `major.minor`.
+pub fn host_minor() -> String {
+    virb_plugin_api::Version::parse(virb_plugin_api::LIBTORCH_VERSION)
+        .map(|v| format!("{}.{}", v.major, v.minor))
+        .unwrap_or_else(|| virb_plugin_api::LIBTORCH_VERSION.to_string())
+}
+
+/// ` (this virb-host's is <torch folder>)`, when known.
+pub fn host_location() -> String {
+    loaded_lib_dir()
+        .and_then(|lib| {
+            lib.parent()
+                .map(|d| format!(" (this virb-host's is {})", d.display()))
+        })
+        .unwrap_or_default()
+}
+
+/// Whether a loader error names a missing symbol of libtorch's C++ namespaces (`c10`, `at`,
+/// `torch`, `caffe2`; functions, vtables, type infos).
+pub fn missing_symbol(text: &str) -> bool {
+    text.split("undefined symbol: ")
+        .nth(1)
+        .is_some_and(|symbol| {
+            let inner = ["_ZNK", "_ZN", "_ZTVN", "_ZTIN", "_ZTSN"]
+                .iter()
+                .find_map(|p| symbol.strip_prefix(p))
+                .unwrap_or("");
+            ["3c10", "2at", "5torch", "6caffe2"]
+                .iter()
+                .any(|ns| inner.starts_with(ns))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::missing_symbol;
+
+    #[test]
+    fn missing_libtorch_symbols_are_recognised() {
+        let error = |s: &str| format!("/p/libx.so: undefined symbol: {s}");
+        for s in [
+            "_ZN3c1010TensorImpl17set_requires_gradEb",
+            "_ZNK2at10TensorBase5printEv",
+            "_ZTVN5torch8autograd12AutogradMetaE",
+        ] {
+            assert!(missing_symbol(&error(s)), "{s}");
+        }
+        assert!(!missing_symbol(&error("_ZN4core3fmt5writeE")));
+        assert!(!missing_symbol(
+            "/p/libx.so: cannot open shared object file"
+        ));
+    }
+}

@@ -4,6 +4,7 @@
 
 mod cli;
 mod config;
+mod convert;
 mod drive;
 mod elf;
 mod encode;
@@ -11,6 +12,7 @@ mod error;
 mod features;
 mod fixtures;
 mod hashing;
+mod inspect;
 mod libtorch;
 mod names;
 mod outdir;
@@ -137,6 +139,31 @@ enum Command {
     Encoders,
     /// Show libtorch, CUDA and the devices virb can use.
     Devices,
+    /// Convert a self-supervised project's checkpoint (SwAV, MoCo, PIRL, SimSiam, Exemplar,
+    /// humantorch) into a safetensors file of its ResNet trunk under torchvision's names, dropping
+    /// every head. Prints what was kept, renamed and dropped.
+    Convert {
+        /// The checkpoint's layout: swav, moco, pirl, simsiam, exemplar, humantorch, torchvision,
+        /// virb; or auto (detect it, and say which).
+        #[arg(long, value_name = "LAYOUT")]
+        from: String,
+        /// The checkpoint (PyTorch zip or legacy format, or safetensors).
+        input: PathBuf,
+        /// The safetensors file to write (atomically).
+        output: PathBuf,
+        /// Replace OUTPUT if it exists (otherwise an existing OUTPUT is an error).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show what a weights file holds (format, nesting, tensors with shapes and dtypes, total
+    /// parameters, checkpoint layout) and which encoders can load it.
+    Inspect {
+        /// The weights file.
+        weights: PathBuf,
+        /// List every tensor (default: the first 40).
+        #[arg(long)]
+        all: bool,
+    },
     /// Write a small synthetic data set in a task's real on-disk layout.
     Fixtures {
         /// Task type (see `virb-host tasks`).
@@ -259,6 +286,36 @@ fn main() -> ExitCode {
                 println!("  weights: {}", e.info.weight_formats);
             }
             ExitCode::SUCCESS
+        }
+        Command::Convert {
+            from,
+            input,
+            output,
+            force,
+        } => {
+            // Reading and copying only: libtorch's worker threads would spin for nothing.
+            tch::set_num_threads(1);
+            match convert::run(&from, &input, &output, force) {
+                Ok(lines) => {
+                    lines.iter().for_each(|l| println!("{l}"));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e.to_string()),
+            }
+        }
+        Command::Inspect { weights, all } => {
+            // Reading, comparing and copying only (the encoders' checks build no network on a
+            // worker thread): libtorch's worker threads would spin for nothing.
+            tch::set_num_threads(1);
+            let reg = plugins::Registry::load(dirs);
+            warn_rejected(&reg);
+            match inspect::run(&reg, &weights, all) {
+                Ok(lines) => {
+                    lines.iter().for_each(|l| println!("{l}"));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
         }
         Command::Fixtures {
             task,

@@ -248,7 +248,18 @@ impl Registry {
             .collect::<Vec<_>>()
             .join(", ");
         let mut hint = format!(" (plugins searched in: {searched}");
-        if !self.rejected.is_empty() {
+        // A refused plugin may be the one that provides the name: say why it was refused.
+        if !self.rejected.is_empty() && self.rejected.len() <= 3 {
+            for r in &self.rejected {
+                let file = r.path.file_name().unwrap_or(r.path.as_os_str());
+                hint.push_str(&format!(
+                    "; rejected {}: {}",
+                    Path::new(file).display(),
+                    r.reason
+                ));
+            }
+            hint.push_str("; see `virb-host plugins`");
+        } else if !self.rejected.is_empty() {
             hint.push_str(&format!(
                 "; {} file(s) rejected, see `virb-host plugins`",
                 self.rejected.len()
@@ -303,9 +314,24 @@ fn load_file(path: &Path) -> Result<Loaded, Rejected> {
     })?;
     // SAFETY: loading a library runs its initialisers; plugins are trusted code by design.
     let lib = unsafe { libloading::Library::new(path) }.map_err(|e| {
+        let text = first_line(&e.to_string());
+        if crate::libtorch::missing_symbol(&text) {
+            // Plugins bind every symbol at load time: a libtorch symbol this process's libtorch
+            // lacks means the plugin was built against another libtorch, before its manifest
+            // can say which.
+            return reject(
+                path,
+                format!("cannot be loaded: {text} (a libtorch symbol: it was built against another libtorch than this virb-host's {LIBTORCH_VERSION})"),
+                format!(
+                    "rebuild it with LIBTORCH set to a libtorch {}{}",
+                    crate::libtorch::host_minor(),
+                    crate::libtorch::host_location()
+                ),
+            );
+        }
         reject(
             path,
-            format!("cannot be loaded: {}", first_line(&e.to_string())),
+            format!("cannot be loaded: {text}"),
             "check that it was built for this platform and finds libtorch (`ldd` on the file)",
         )
     })?;
@@ -371,11 +397,7 @@ fn load_file(path: &Path) -> Result<Loaded, Rejected> {
         ));
     }
     if !libtorch_compatible(LIBTORCH_VERSION, &libtorch) {
-        return Err(reject(
-            path,
-            format!("{name} {version} was built for libtorch {libtorch}; this virb-host uses libtorch {LIBTORCH_VERSION}"),
-            format!("rebuild {name} against libtorch {LIBTORCH_VERSION}"),
-        ));
+        return Err(libtorch_mismatch(path, &name, &version, &libtorch));
     }
     // Plugins are never unloaded: their code and vtables back the objects the host keeps.
     std::mem::forget(lib);
@@ -443,6 +465,26 @@ fn describe<T, I>(
                 .map_err(|e| fail(&format!("describe a {what}"), e))
         })
         .collect()
+}
+
+/// A plugin built for another libtorch: tensors cross the boundary as libtorch objects, so it
+/// must use the host's major.minor. Says which libtorch each side has and how to rebuild.
+fn libtorch_mismatch(path: &Path, name: &str, version: &str, libtorch: &str) -> Rejected {
+    let built_for = if libtorch.is_empty() || libtorch == "unknown" {
+        "an unknown libtorch (its build found no torch/version.py beside the libtorch it linked)"
+            .to_string()
+    } else {
+        format!("libtorch {libtorch}")
+    };
+    reject(
+        path,
+        format!("{name} {version} was built for {built_for}; this virb-host uses libtorch {LIBTORCH_VERSION}"),
+        format!(
+            "rebuild {name} with LIBTORCH set to a libtorch {}{}, or load it into a virb-host built for its libtorch",
+            crate::libtorch::host_minor(),
+            crate::libtorch::host_location()
+        ),
+    )
 }
 
 fn first_line(text: &str) -> String {

@@ -60,11 +60,16 @@ pub fn run(opts: &RunOptions, registry: &Registry) -> Result<RunSummary, SetupEr
             .unwrap_or(false)
     });
     for exp in &experiments {
-        registry.encoder(&exp.encoder).map_err(|e| ConfigError {
-            file: opts.experiment_list.clone(),
-            line: exp.line,
-            message: format!("experiment `{}`: {e}", exp.name),
-        })?;
+        // With a refused plugin (built for another plugin-api or libtorch), the unknown encoder
+        // may be one it provides: that experiment fails alone, with the reason, and the others
+        // run. Without one, an unknown encoder is a mistake in the list and nothing runs.
+        if registry.rejected.is_empty() {
+            registry.encoder(&exp.encoder).map_err(|e| ConfigError {
+                file: opts.experiment_list.clone(),
+                line: exp.line,
+                message: format!("experiment `{}`: {e}", exp.name),
+            })?;
+        }
     }
     crate::preflight::check_out_dir(&opts.out)?;
     let pool = rayon::ThreadPoolBuilder::new()

@@ -67,3 +67,12 @@ pub type ExtensionResult = RResult<ROption<ExtensionReply>, PluginError>;
 pub fn no_extension() -> ExtensionResult {
     RResult::ROk(ROption::RNone)
 }
+
+/// Encoder-factory capability: checks a weights file against the architecture, as the strict
+/// load would, without keeping an encoder. Call JSON: `{"weights": "<path>"}`. Reply JSON:
+/// `{"fits": bool, "missing": [name], "unexpected": [name], "mismatched": [text]}` (names as the
+/// plugin's loader sees them, after any prefix it strips; `mismatched` says what is wrong with
+/// each tensor of the wrong shape or type); a plugin may add fields. A file the plugin cannot read
+/// at all is an `RErr`. `virb-host inspect` asks every encoder factory for it, and falls back to a
+/// strict `load` on the CPU (and its error text) when a plugin answers "not offered".
+pub const ENCODER_CHECK_WEIGHTS: &str = "virb.encoder.check_weights/v1";

@@ -7,10 +7,19 @@
 //!
 //! Nothing in a checkpoint is executed: pickles are decoded by a small reader that only knows how
 //! tensors and dicts are rebuilt.
+//!
+//! [`load`] returns the state dict (the top-level dict, or the one under `state_dict`, `model` or
+//! `module`); [`load_nested`] returns every tensor with its path through nested dicts, which
+//! [`layout`] maps from self-supervised projects' checkpoints (MoCo, SwAV, VISSL, ...) to
+//! torchvision names, and [`write`] saves as safetensors.
 #![deny(missing_docs)]
 
+pub mod layout;
+mod nested;
 pub mod pickle;
+pub mod write;
 
+pub use nested::{load_nested, torchscript_archive, Nested, NestedTensor};
 use pickle::{DType, TensorRef, Value};
 use std::{
     collections::HashMap,
@@ -97,6 +106,19 @@ pub enum CheckpointError {
 /// `model` or `module` (as training scripts often save), the nested dict is returned and
 /// [`StateDict::nested_under`] says so.
 pub fn load(path: &Path) -> Result<StateDict, CheckpointError> {
+    match read_root(path)? {
+        Root::Pickle(format, tree) => extract(path, format, tree),
+        Root::Flat(sd) => Ok(sd),
+    }
+}
+
+/// A checkpoint as read: a pickle's decoded tree, or a safetensors file's flat tensors.
+enum Root {
+    Pickle(Format, Tree),
+    Flat(StateDict),
+}
+
+fn read_root(path: &Path) -> Result<Root, CheckpointError> {
     let io = |source| CheckpointError::Io {
         path: path.to_path_buf(),
         source,
@@ -106,14 +128,12 @@ pub fn load(path: &Path) -> Result<StateDict, CheckpointError> {
     let n = read_up_to(&mut file, &mut head).map_err(io)?;
     let head = &head[..n];
     if head.starts_with(b"PK\x03\x04") {
-        let root = read_zip(path)?;
-        extract(path, Format::TorchZip, root)
+        Ok(Root::Pickle(Format::TorchZip, read_zip(path)?))
     } else if looks_like_safetensors(head) {
-        read_safetensors(path)
+        read_safetensors(path).map(Root::Flat)
     } else if head.first() == Some(&0x80) {
         let data = std::fs::read(path).map_err(io)?;
-        let root = read_legacy(path, &data)?;
-        extract(path, Format::TorchLegacy, root)
+        Ok(Root::Pickle(Format::TorchLegacy, read_legacy(path, &data)?))
     } else {
         let what = if head.is_empty() {
             "the file is empty".to_string()

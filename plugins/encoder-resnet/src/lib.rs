@@ -6,13 +6,19 @@
 //! Weights are read from `torch.save(model.state_dict())` files as torchvision and ViRB write them
 //! (keys with or without a `model.` or `module.` prefix, zip or legacy format) and from safetensors
 //! files. Loading is strict: a missing, unexpected or mis-shaped tensor is an error that names it;
-//! only `fc.*` (the unused classifier) and `*.num_batches_tracked` are ignored.
+//! only `fc.*` (the unused classifier) and `*.num_batches_tracked` are ignored. When the file is a
+//! self-supervised project's checkpoint (MoCo, SwAV, VISSL, ...), the error says which and gives
+//! the `virb-host convert` command that extracts the trunk.
+//!
+//! Each factory offers the `virb.encoder.check_weights/v1` capability
+//! ([`virb_plugin_api::ENCODER_CHECK_WEIGHTS`]): the strict load's comparison as data.
 //!
 //! Outputs: `embedding` `[N, 2048]` (`[N, 512]` for ResNet-18/34; global average pool) and the
 //! pyramid `conv` (stem, before max-pool), `block1`..`block4` (after each stage).
 #![allow(non_local_definitions)]
 
 pub mod model;
+pub mod weights;
 
 use model::{Arch, ResNet, ResNetOptions};
 use serde::Deserialize;
@@ -20,10 +26,11 @@ use std::path::Path;
 use virb_plugin_api::{
     abi_stable::{
         sabi_trait::TD_Opaque,
-        std_types::{RResult, RSlice, RString, RVec},
+        std_types::{ROption, RResult, RSlice, RStr, RString, RVec},
     },
-    device_name, guard, parse_device, Encoder, EncoderBox, EncoderFactory, EncoderFactoryBox,
-    EncoderInfo, EncoderRequest, FeatureSpec, NamedTensor, OutputSpec, PluginError, TensorRef,
+    device_name, guard, no_extension, parse_device, Encoder, EncoderBox, EncoderFactory,
+    EncoderFactoryBox, EncoderInfo, EncoderRequest, ExtensionCall, ExtensionReply, ExtensionResult,
+    FeatureSpec, NamedTensor, OutputSpec, PluginError, TensorRef, ENCODER_CHECK_WEIGHTS,
 };
 
 /// The factory of one ResNet (`resnet50`, ...).
@@ -92,6 +99,24 @@ impl EncoderFactory for ResNetFactory {
                 },
                 TD_Opaque,
             ))
+        })
+    }
+
+    fn extension(&self, name: RStr<'_>, call: ExtensionCall) -> ExtensionResult {
+        if name.as_str() != ENCODER_CHECK_WEIGHTS {
+            return no_extension();
+        }
+        guard(|| {
+            #[derive(Deserialize)]
+            struct Call {
+                weights: String,
+            }
+            let call: Call = serde_json::from_str(&call.json).map_err(|e| {
+                PluginError::invalid_input(format!("{ENCODER_CHECK_WEIGHTS}: bad call: {e}"))
+                    .with_help("pass {\"weights\": \"<path>\"}")
+            })?;
+            let reply = weights::check(Path::new(&call.weights), self.arch)?;
+            Ok(ROption::RSome(ExtensionReply::json(reply.to_string())))
         })
     }
 }

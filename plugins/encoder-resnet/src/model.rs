@@ -1,5 +1,6 @@
 //! The network, written the tch way with path segments named like torchvision's `state_dict`.
-use std::{collections::HashMap, path::Path};
+use crate::weights;
+use std::path::Path;
 use tch::nn;
 use virb_plugin_api::PluginError;
 
@@ -104,6 +105,9 @@ fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, padding: i64) -> 
         stride,
         padding,
         bias: false,
+        // The strict load overwrites every weight: a random initialisation would only cost time
+        // (most of a check's for ResNet-152).
+        ws_init: nn::Init::Const(0.0),
         ..Default::default()
     };
     nn::conv2d(p, cin, cout, k, cfg)
@@ -232,22 +236,42 @@ fn snapshot(t: &tch::Tensor) -> Result<tch::Tensor, tch::TchError> {
     Ok(out)
 }
 
-fn ignored(key: &str) -> bool {
-    key.starts_with("fc.") || key.ends_with("num_batches_tracked")
+/// The network's modules under `root`, with torchvision's names (`conv1`, `layer1.0.conv1`, ...).
+fn build(root: &nn::Path, arch: Arch) -> (nn::Conv2D, nn::BatchNorm, Vec<Vec<Block>>) {
+    let conv1 = conv(root / "conv1", 3, 64, 7, 2, 3);
+    let bn1 = bn(root / "bn1", 64);
+    let mut layers = Vec::new();
+    let mut cin = 64;
+    for (i, (&n, width)) in arch.blocks.iter().zip([64, 128, 256, 512]).enumerate() {
+        let lp = root / format!("layer{}", i + 1);
+        let stride = if i == 0 { 1 } else { 2 };
+        let mut layer = Vec::new();
+        for b in 0..n {
+            let (p, s) = (&lp / b, if b == 0 { stride } else { 1 });
+            layer.push(if arch.bottleneck {
+                Block::Bottleneck(Box::new(Bottleneck::new(&p, cin, width, s)))
+            } else {
+                Block::Basic(Box::new(Basic::new(&p, cin, width, s)))
+            });
+            cin = width * arch.expansion();
+        }
+        layers.push(layer);
+    }
+    (conv1, bn1, layers)
 }
 
-fn list(keys: &[String]) -> String {
-    const SHOWN: usize = 8;
-    let mut text = keys
-        .iter()
-        .take(SHOWN)
-        .map(|k| format!("`{k}`"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    if keys.len() > SHOWN {
-        text.push_str(&format!(" and {} more", keys.len() - SHOWN));
-    }
-    text
+/// The names and shapes of every tensor `arch` loads (torchvision names, no `fc.*` or
+/// `num_batches_tracked`), built on the CPU.
+pub fn expected_shapes(arch: Arch) -> Vec<(String, Vec<i64>)> {
+    let vs = nn::VarStore::new(tch::Device::Cpu);
+    let _ = build(&vs.root(), arch);
+    let mut shapes: Vec<(String, Vec<i64>)> = vs
+        .variables()
+        .into_iter()
+        .map(|(name, t)| (name, t.size()))
+        .collect();
+    shapes.sort_by(|a, b| natural_key(&a.0).cmp(&natural_key(&b.0)));
+    shapes
 }
 
 impl ResNet {
@@ -277,28 +301,9 @@ impl ResNet {
             );
         }
         let mut vs = nn::VarStore::new(device);
-        let root = vs.root();
-        let conv1 = conv(&root / "conv1", 3, 64, 7, 2, 3);
-        let bn1 = bn(&root / "bn1", 64);
-        let mut layers = Vec::new();
-        let mut cin = 64;
-        for (i, (&n, width)) in arch.blocks.iter().zip([64, 128, 256, 512]).enumerate() {
-            let lp = &root / format!("layer{}", i + 1);
-            let stride = if i == 0 { 1 } else { 2 };
-            let mut layer = Vec::new();
-            for b in 0..n {
-                let (p, s) = (&lp / b, if b == 0 { stride } else { 1 });
-                layer.push(if arch.bottleneck {
-                    Block::Bottleneck(Box::new(Bottleneck::new(&p, cin, width, s)))
-                } else {
-                    Block::Basic(Box::new(Basic::new(&p, cin, width, s)))
-                });
-                cin = width * arch.expansion();
-            }
-            layers.push(layer);
-        }
+        let (conv1, bn1, layers) = build(&vs.root(), arch);
         vs.freeze();
-        copy_weights(path, &vs)?;
+        weights::copy_weights(path, &vs)?;
         if options.channels_last {
             tch::no_grad(|| -> Result<(), PluginError> {
                 for (_, mut t) in vs.variables() {
@@ -446,99 +451,4 @@ impl ResNet {
         body()?;
         Ok(out)
     }
-}
-
-fn copy_weights(path: &Path, vs: &nn::VarStore) -> Result<(), PluginError> {
-    let sd = virb_checkpoint::load(path).map_err(|e| {
-        PluginError::weights(e.to_string())
-            .with_help("give a ResNet state dict saved with torch.save(model.state_dict(), path), or a .safetensors file")
-    })?;
-    let file = path.display();
-    // Strip a prefix shared by all relevant keys: ViRB writes `model.`, DataParallel `module.`.
-    let relevant: Vec<&str> = sd.tensors.iter().map(|(k, _)| k.as_str()).collect();
-    let prefix = ["model.", "module.", "model.module."]
-        .into_iter()
-        .filter(|p| relevant.iter().all(|k| k.starts_with(p)))
-        .max_by_key(|p| p.len())
-        .unwrap_or("");
-    let mut expected: HashMap<String, tch::Tensor> = vs.variables();
-    let mut unexpected = Vec::new();
-    let mut mis_shaped = Vec::new();
-    let mut mis_typed = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for (key, src) in &sd.tensors {
-        let key = &key[prefix.len()..];
-        if ignored(key) {
-            continue;
-        }
-        match expected.get_mut(key) {
-            Some(dst) => {
-                if !src.is_floating_point() {
-                    mis_typed.push(format!(
-                        "`{key}` is {}",
-                        format!("{:?}", src.kind()).to_lowercase()
-                    ));
-                    continue;
-                }
-                if dst.size() != src.size() {
-                    mis_shaped.push(format!(
-                        "`{key}` has shape {:?}, expected {:?}",
-                        src.size(),
-                        dst.size()
-                    ));
-                    continue;
-                }
-                tch::no_grad(|| dst.f_copy_(src))?;
-                seen.insert(key.to_string());
-            }
-            None => unexpected.push(key.to_string()),
-        }
-    }
-    if !mis_typed.is_empty() {
-        return Err(PluginError::weights(format!(
-            "{file}: {} tensor(s) are not floating point: {}{}",
-            mis_typed.len(),
-            mis_typed.iter().take(8).cloned().collect::<Vec<_>>().join("; "),
-            if mis_typed.len() > 8 { "; ..." } else { "" }
-        ))
-        .with_help("weights must be float32, float16, bfloat16 or float64; the file holds integer tensors (quantised or not a model's weights?)"));
-    }
-    if !mis_shaped.is_empty() {
-        return Err(PluginError::weights(format!(
-            "{file}: {} tensor(s) do not match the architecture: {}",
-            mis_shaped.len(),
-            mis_shaped.join("; ")
-        ))
-        .with_help("the file is for another architecture or width; check the experiment list"));
-    }
-    let mut missing: Vec<String> = expected
-        .keys()
-        .filter(|k| !seen.contains(*k))
-        .cloned()
-        .collect();
-    missing.sort();
-    if !missing.is_empty() {
-        return Err(PluginError::weights(format!(
-            "{file}: missing {} tensor(s): {}",
-            missing.len(),
-            list(&missing)
-        ))
-        .with_help(if prefix.is_empty() && !unexpected.is_empty() {
-            "the keys have an unknown prefix; convert the checkpoint to torchvision names (optionally prefixed with `model.`)"
-        } else {
-            "the file is incomplete or for another architecture"
-        }));
-    }
-    if !unexpected.is_empty() {
-        unexpected.sort();
-        return Err(PluginError::weights(format!(
-            "{file}: {} unexpected tensor(s): {}",
-            unexpected.len(),
-            list(&unexpected)
-        ))
-        .with_help(
-            "the file holds more than a torchvision ResNet; convert it to a plain state dict",
-        ));
-    }
-    Ok(())
 }

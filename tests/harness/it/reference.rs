@@ -12,7 +12,7 @@ fn get<'a>(tensors: &'a [(String, Tensor)], name: &str) -> &'a Tensor {
     &tensors.iter().find(|(n, _)| n == name).unwrap().1
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.size(), b.size());
     f64::try_from((a - b).abs().max()).unwrap()
 }

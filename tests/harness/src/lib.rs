@@ -69,7 +69,7 @@ pub fn plugin_lib(package: &str) -> PathBuf {
 }
 
 /// The project's own plugins.
-pub const OWN_PLUGINS: [&str; 8] = [
+pub const OWN_PLUGINS: [&str; 9] = [
     "virb-encoder-resnet",
     "virb-task-classification",
     "virb-task-counting",
@@ -78,6 +78,7 @@ pub const OWN_PLUGINS: [&str; 8] = [
     "virb-task-segmentation",
     "virb-task-depth",
     "virb-task-flow",
+    "virb-encoder-torchscript",
 ];
 
 /// The libtorch venv's python.
@@ -144,6 +145,21 @@ pub fn reference_dir() -> &'static Path {
     })
 }
 
+/// Checkpoints in every layout `virb-host convert` reads, with torchvision's outputs on a fixed
+/// input, written by `scripts/py/make_checkpoint_layouts.py` (see its docstring).
+pub fn layouts_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let script = root().join("scripts/py/make_checkpoint_layouts.py");
+        // It imports make_weights.py, so both scripts key the cache.
+        let key = fs::read_to_string(&script).unwrap()
+            + &fs::read_to_string(root().join("scripts/py/make_weights.py")).unwrap();
+        cached("checkpoint-layouts", &key, |dir| {
+            run_python(&[script.as_os_str(), dir.as_os_str()]);
+        })
+    })
+}
+
 /// Inputs and NumPy reference values of the pixel-wise metrics and KITTI flow files, written by
 /// `scripts/py/dense_metrics_reference.py` (see its docstring).
 pub fn dense_reference_dir() -> &'static Path {
@@ -153,6 +169,27 @@ pub fn dense_reference_dir() -> &'static Path {
         let key = fs::read_to_string(&script).unwrap();
         cached("dense-reference", &key, |dir| {
             run_python(&[script.as_os_str(), dir.as_os_str()]);
+        })
+    })
+}
+
+/// TorchScript models and PyTorch's outputs of them, written by
+/// `scripts/py/export_torchscript.py` (see its docstring); its ResNet-50 has [`weights`].
+pub fn torchscript_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let script = root().join("scripts/py/export_torchscript.py");
+        let resnet = weights();
+        let meta = fs::metadata(resnet).unwrap();
+        let key = fs::read_to_string(&script).unwrap()
+            + &format!("{} {:?}", meta.len(), meta.modified().unwrap());
+        cached("torchscript", &key, |dir| {
+            run_python(&[
+                script.as_os_str(),
+                dir.as_os_str(),
+                "--resnet-weights".as_ref(),
+                resnet.as_os_str(),
+            ]);
         })
     })
 }

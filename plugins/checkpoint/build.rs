@@ -1,0 +1,6 @@
+//! Bakes libtorch's folder into the unit tests' rpath so they load without LD_LIBRARY_PATH.
+fn main() {
+    if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
+    }
+}
