@@ -14,4 +14,8 @@ cargo fmt --all --check
 scripts/build.sh debug --all-targets
 cargo clippy --workspace --all-targets -- -D warnings
 export VIRB_TEST_PROFILE=debug
+# Tests run several virb-host processes at once on few cores: libtorch's OpenMP threads that spin
+# after each op steal the cores the other processes need (measured: depth:: tests 93 s -> 34 s,
+# medians of 2, with PASSIVE). A caller's own setting wins.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 cargo test --workspace "$@"
