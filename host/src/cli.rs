@@ -1,6 +1,169 @@
-//! Parsers of numeric command-line values: each says what its flag expects, so that `--threads
-//! -3` is "expects a positive number of threads" instead of clap's "unexpected argument '-3'"
-//! (the flags also accept values that look negative, so that they reach these parsers).
+//! The command line: `virb-host`'s commands and flags, and the parsers of numeric values, each
+//! saying what its flag expects, so that `--threads -3` is "expects a positive number of
+//! threads" instead of clap's "unexpected argument '-3'" (the flags also accept values that look
+//! negative, so that they reach these parsers).
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Evaluate frozen visual encoders on downstream tasks provided by plugins.
+#[derive(Parser)]
+#[command(name = "virb-host", version, about, long_about = None)]
+pub(crate) struct Cli {
+    /// Plugin folder (repeatable). Default: $VIRB_PLUGINS_DIR (`:`-separated), else
+    /// <folder of virb-host>/plugins and ~/.local/share/virb/plugins.
+    #[arg(long = "plugins-dir", global = true, value_name = "DIR")]
+    pub(crate) plugins_dir: Vec<PathBuf>,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Train and evaluate every job of a virb config for every experiment of an experiment list.
+    Run {
+        /// Experiment list: YAML mapping experiment name -> weights file.
+        #[arg(
+            long = "experiment-list",
+            alias = "experiment_list",
+            value_name = "FILE"
+        )]
+        experiment_list: PathBuf,
+        /// Virb config: YAML mapping job name -> task, training_configs, num_epochs, ...
+        #[arg(long = "virb-configs", alias = "virb_configs", value_name = "FILE")]
+        virb_configs: PathBuf,
+        /// Folder holding the data sets.
+        #[arg(long = "data-root", alias = "data_root", default_value = "data")]
+        data_root: PathBuf,
+        /// Folder for results.
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+        /// `auto` (CUDA when available, else CPU), `cpu`, `cuda` or `cuda:N`.
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// libtorch intra-op threads (default: libtorch's choice).
+        #[arg(long, allow_negative_numbers = true, value_parser = crate::cli::threads)]
+        threads: Option<i32>,
+        /// Image decoding threads (default: number of CPUs).
+        #[arg(long = "decode-workers", allow_negative_numbers = true, value_parser = crate::cli::workers)]
+        decode_workers: Option<usize>,
+        /// Rerun every config, even those whose results are complete (they are overwritten only
+        /// when the new result is written).
+        #[arg(long)]
+        force: bool,
+        /// Neither read nor write the on-disk feature cache.
+        #[arg(long = "no-cache")]
+        no_cache: bool,
+        /// Feature cache folder (default: $VIRB_FEATURE_CACHE, else ~/.cache/virb/features).
+        #[arg(long = "cache-dir", value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Minimum seconds between checkpoints of a training pass (0: after every epoch).
+        #[arg(
+            long = "checkpoint-every",
+            default_value_t = 60.0,
+            value_name = "SECONDS",
+            allow_negative_numbers = true,
+            value_parser = crate::cli::seconds
+        )]
+        checkpoint_every: f64,
+        /// Train every job for at most N epochs: a smoke test of a full config (ViRB's all.yaml
+        /// asks for 100-250 epochs). Results record the epochs actually run.
+        #[arg(long = "max-epochs", value_name = "N", allow_negative_numbers = true, value_parser = crate::cli::epochs)]
+        max_epochs: Option<u32>,
+        /// Most bytes of features one split may keep when it is encoded once (`pre_encode: true`,
+        /// the default): a split over it is encoded live instead, and the run says so. A pixel-wise
+        /// task's pyramid is ~4.6 MB per 224-px image. Accepts `8G`, `500M`, `1.5T` or bytes.
+        #[arg(long = "cache-budget", value_name = "BYTES", default_value = "8G", value_parser = crate::cli::bytes)]
+        cache_budget: u64,
+        /// Most bytes of features one split keeps in memory (the training device's memory for
+        /// CUDA): a larger split encoded once is read from a memory-mapped, verified cache file
+        /// batch by batch instead, keeping the resident set small.
+        #[arg(long = "memory-budget", value_name = "BYTES", default_value = "4G", value_parser = crate::cli::bytes)]
+        memory_budget: u64,
+    },
+    /// Tables (CSV, Markdown) of encoders x tasks and PNG plots from the results in `--out`:
+    /// each job's selected config (on validation when the job has a validation split).
+    Report {
+        /// The folder `virb-host run --out` wrote results into.
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+        /// Where to write the report (default: <out>/report).
+        #[arg(long, value_name = "DIR")]
+        dest: Option<PathBuf>,
+        /// Tables only, no PNG plots.
+        #[arg(long = "no-plots")]
+        no_plots: bool,
+    },
+    /// Show the feature cache's location and size; `--clear` empties it.
+    Cache {
+        /// Feature cache folder (default: $VIRB_FEATURE_CACHE, else ~/.cache/virb/features).
+        #[arg(long = "cache-dir", value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Remove every cached split (they are re-encoded when needed).
+        #[arg(long)]
+        clear: bool,
+    },
+    /// List plugins found, and files rejected with the reason.
+    Plugins,
+    /// List the tasks the loaded plugins provide.
+    Tasks,
+    /// List the encoders the loaded plugins provide.
+    Encoders,
+    /// Show libtorch, CUDA and the devices virb can use.
+    Devices,
+    /// Convert a self-supervised project's checkpoint (SwAV, MoCo, PIRL, SimSiam, Exemplar,
+    /// humantorch) into a safetensors file of its ResNet trunk under torchvision's names, dropping
+    /// every head. Prints what was kept, renamed and dropped.
+    Convert {
+        /// The checkpoint's layout: swav, moco, pirl, simsiam, exemplar, humantorch, torchvision,
+        /// virb; or auto (detect it, and say which).
+        #[arg(long, value_name = "LAYOUT")]
+        from: String,
+        /// The checkpoint (PyTorch zip or legacy format, or safetensors).
+        input: PathBuf,
+        /// The safetensors file to write (atomically).
+        output: PathBuf,
+        /// Replace OUTPUT if it exists (otherwise an existing OUTPUT is an error).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show what a weights file holds (format, nesting, tensors with shapes and dtypes, total
+    /// parameters, checkpoint layout) and which encoders can load it.
+    Inspect {
+        /// The weights file.
+        weights: PathBuf,
+        /// List every tensor (default: the first 40).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Write a small synthetic data set in a task's real on-disk layout.
+    Fixtures {
+        /// Task type (see `virb-host tasks`).
+        task: String,
+        /// Data root to write under (the task's own folder is created inside).
+        data_root: PathBuf,
+        /// Number of classes (at least 2; each task has its own maximum).
+        #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = crate::cli::classes)]
+        classes: u32,
+        /// Training images per class (at least 1).
+        #[arg(long = "train-per-class", default_value_t = 12, allow_negative_numbers = true, value_parser = crate::cli::samples)]
+        train_per_class: u32,
+        /// Test images per class (at least 1).
+        #[arg(long = "test-per-class", default_value_t = 8, allow_negative_numbers = true, value_parser = crate::cli::samples)]
+        test_per_class: u32,
+        /// Approximate image side in pixels (16 to 4096).
+        #[arg(long = "image-size", default_value_t = 96, allow_negative_numbers = true, value_parser = crate::cli::image_side)]
+        image_size: u32,
+        /// Random seed.
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = crate::cli::seed)]
+        seed: u64,
+        /// Replace the task's folder if it exists (otherwise an existing folder is an error: the
+        /// new files would mix with the old ones).
+        #[arg(long)]
+        force: bool,
+    },
+}
 
 fn integer<T: std::str::FromStr>(s: &str, expects: &str) -> Result<T, String> {
     s.trim()
