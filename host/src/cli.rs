@@ -19,69 +19,22 @@ pub(crate) struct Cli {
     pub(crate) command: Command,
 }
 
+// `Slurm` holds a run's arguments: parsed once, so its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub(crate) enum Command {
     /// Train and evaluate every job of a virb config for every experiment of an experiment list.
-    Run {
-        /// Experiment list: YAML mapping experiment name -> weights file.
-        #[arg(
-            long = "experiment-list",
-            alias = "experiment_list",
-            value_name = "FILE"
-        )]
-        experiment_list: PathBuf,
-        /// Virb config: YAML mapping job name -> task, training_configs, num_epochs, ...
-        #[arg(long = "virb-configs", alias = "virb_configs", value_name = "FILE")]
-        virb_configs: PathBuf,
-        /// Folder holding the data sets.
-        #[arg(long = "data-root", alias = "data_root", default_value = "data")]
-        data_root: PathBuf,
-        /// Folder for results.
-        #[arg(long, default_value = "out")]
-        out: PathBuf,
-        /// `auto` (CUDA when available, else CPU), `cpu`, `cuda` or `cuda:N`.
-        #[arg(long, default_value = "auto")]
-        device: String,
-        /// libtorch intra-op threads (default: libtorch's choice).
-        #[arg(long, allow_negative_numbers = true, value_parser = crate::cli::threads)]
-        threads: Option<i32>,
-        /// Image decoding threads (default: number of CPUs).
-        #[arg(long = "decode-workers", allow_negative_numbers = true, value_parser = crate::cli::workers)]
-        decode_workers: Option<usize>,
-        /// Rerun every config, even those whose results are complete (they are overwritten only
-        /// when the new result is written).
-        #[arg(long)]
-        force: bool,
-        /// Neither read nor write the on-disk feature cache.
-        #[arg(long = "no-cache")]
-        no_cache: bool,
-        /// Feature cache folder (default: $VIRB_FEATURE_CACHE, else ~/.cache/virb/features).
-        #[arg(long = "cache-dir", value_name = "DIR")]
-        cache_dir: Option<PathBuf>,
-        /// Minimum seconds between checkpoints of a training pass (0: after every epoch).
-        #[arg(
-            long = "checkpoint-every",
-            default_value_t = 60.0,
-            value_name = "SECONDS",
-            allow_negative_numbers = true,
-            value_parser = crate::cli::seconds
-        )]
-        checkpoint_every: f64,
-        /// Train every job for at most N epochs: a smoke test of a full config (ViRB's all.yaml
-        /// asks for 100-250 epochs). Results record the epochs actually run.
-        #[arg(long = "max-epochs", value_name = "N", allow_negative_numbers = true, value_parser = crate::cli::epochs)]
-        max_epochs: Option<u32>,
-        /// Most bytes of features one split may keep when it is encoded once (`pre_encode: true`,
-        /// the default): a split over it is encoded live instead, and the run says so. A pixel-wise
-        /// task's pyramid is ~4.6 MB per 224-px image. Accepts `8G`, `500M`, `1.5T` or bytes.
-        #[arg(long = "cache-budget", value_name = "BYTES", default_value = "8G", value_parser = crate::cli::bytes)]
-        cache_budget: u64,
-        /// Most bytes of features one split keeps in memory (the training device's memory for
-        /// CUDA): a larger split encoded once is read from a memory-mapped, verified cache file
-        /// batch by batch instead, keeping the resident set small.
-        #[arg(long = "memory-budget", value_name = "BYTES", default_value = "4G", value_parser = crate::cli::bytes)]
-        memory_budget: u64,
+    Run(crate::run_args::RunArgs),
+    /// Print what `run` with the same arguments would do, without doing it (`run --dry-run`).
+    Plan(crate::run_args::RunArgs),
+    /// Submit a run to Slurm as job arrays, or show a submitted run's progress.
+    Slurm {
+        #[command(subcommand)]
+        command: SlurmCommand,
     },
+    /// Show the site defaults (`./virb.toml`, `~/.config/virb/config.toml`) and where each
+    /// value comes from.
+    Config,
     /// Tables (CSV, Markdown) of encoders x tasks and PNG plots from the results in `--out`:
     /// each job's selected config (on validation when the job has a validation split).
     Report {
@@ -165,6 +118,52 @@ pub(crate) enum Command {
     },
 }
 
+/// `virb-host slurm ...`.
+// `Submit` holds a run's arguments: parsed once, so its size does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+pub(crate) enum SlurmCommand {
+    /// Submit the run's pending (experiment, job) units as Slurm job arrays; each array task runs
+    /// `virb-host run` as a worker on the shared `--out`. Options not given here come from the
+    /// `[slurm]` section of the site config (`virb-host config`).
+    Submit {
+        /// Slurm partition (`sbatch --partition`).
+        #[arg(long)]
+        partition: Option<String>,
+        /// Slurm account (`sbatch --account`).
+        #[arg(long)]
+        account: Option<String>,
+        /// Generic resources per task, e.g. `gpu:1` (`sbatch --gres`).
+        #[arg(long)]
+        gres: Option<String>,
+        /// Time limit per task, e.g. `12:00:00` (`sbatch --time`).
+        #[arg(long)]
+        time: Option<String>,
+        /// CPUs per task (`sbatch --cpus-per-task`).
+        #[arg(long = "cpus-per-task", allow_negative_numbers = true, value_parser = crate::cli::workers)]
+        cpus_per_task: Option<usize>,
+        /// Memory per task, e.g. `64G` (`sbatch --mem`).
+        #[arg(long)]
+        mem: Option<String>,
+        /// Most array tasks running at once (`--array=0-N%K`).
+        #[arg(long = "max-parallel", allow_negative_numbers = true, value_parser = crate::cli::workers)]
+        max_parallel: Option<usize>,
+        /// Any other `sbatch` option, passed verbatim (repeatable), e.g. `--sbatch-arg=--qos=high`.
+        #[arg(long = "sbatch-arg", value_name = "ARG", allow_hyphen_values = true)]
+        sbatch_args: Vec<String>,
+        /// The run, as `virb-host run` takes it.
+        #[command(flatten)]
+        run: crate::run_args::RunArgs,
+    },
+    /// Progress of the runs submitted to `--out`: each unit done, running, failed or pending,
+    /// and the Slurm queue.
+    Status {
+        /// The run's `--out` folder.
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+    },
+}
+
 fn integer<T: std::str::FromStr>(s: &str, expects: &str) -> Result<T, String> {
     s.trim()
         .parse()
@@ -201,6 +200,16 @@ pub fn seconds(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
         _ => Err(format!("expects {expects}, got `{s}`")),
+    }
+}
+
+/// `--lease`: seconds, 1 to a day.
+pub fn lease(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && (1.0..=86_400.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "expects a number of seconds from 1 to 86400 (a day), got `{s}`"
+        )),
     }
 }
 

@@ -115,6 +115,36 @@ pub struct Decoded {
     pub decode_s: f64,
 }
 
+/// For a CUDA encoder, the decoded inputs in pinned (page-locked) host memory, done on the
+/// decoding thread so that it overlaps the encoder; [`upload`] then copies them asynchronously.
+/// On the CPU, unchanged. A failed pin (no pinned memory left) leaves the batch pageable.
+pub(crate) fn pinned(
+    batches: Result<Vec<Decoded>, JobError>,
+    device: Device,
+) -> Result<Vec<Decoded>, JobError> {
+    if !device.is_cuda() {
+        return batches;
+    }
+    Ok(batches?
+        .into_iter()
+        .map(|mut d| {
+            if let Ok(p) = d.inputs.f_pin_memory(device) {
+                d.inputs = p;
+            }
+            d
+        })
+        .collect())
+}
+
+/// A batch's inputs on the encoder's device: asynchronous from pinned memory on CUDA (the
+/// encoder's kernels queue after the copy on the same stream).
+pub(crate) fn upload(inputs: &Tensor, device: Device) -> Result<Tensor, tch::TchError> {
+    if inputs.device() == device {
+        return Ok(inputs.shallow_clone());
+    }
+    inputs.f_to_device_(device, inputs.kind(), device.is_cuda(), false)
+}
+
 /// Decodes the samples at `indices` in parallel and stacks them into batches of equal input
 /// size (consecutive samples of one size share a batch): one batch when every sample has the
 /// same size.
@@ -235,13 +265,16 @@ pub fn encode_split_into(
             for first in (0..n).step_by(bs) {
                 let last = (first + bs).min(n);
                 let indices: Vec<u64> = (first as u64..last as u64).collect();
-                let batch = decode_batches(
-                    dataset,
-                    &indices,
-                    frames,
-                    pool,
-                    source,
-                    SampleContext::PLAIN,
+                let batch = pinned(
+                    decode_batches(
+                        dataset,
+                        &indices,
+                        frames,
+                        pool,
+                        source,
+                        SampleContext::PLAIN,
+                    ),
+                    encoder_device,
                 );
                 let failed = batch.is_err();
                 if tx.send(batch).is_err() || failed {
@@ -266,7 +299,7 @@ pub fn encode_split_into(
                     timings.decode_s += batch.decode_s;
                     let t0 = Instant::now();
                     let b = batch.inputs.size()[0];
-                    let x = batch.inputs.f_to_device(encoder_device)?;
+                    let x = upload(&batch.inputs, encoder_device)?;
                     let outs = encode_batch(&x, req.frames, req.outputs, |x| {
                         plugin(
                             req.encoder

@@ -110,8 +110,11 @@ fn describe(t: &plugins::TaskEntry) -> String {
     }
 }
 
-/// `virb-host devices`: libtorch, CUDA and cuDNN as this process sees them.
+/// `virb-host devices`: libtorch, the CPU, and every CUDA device as the NVIDIA driver and as
+/// libtorch see them. The last line, `cuda check: ok|none|FAILED|MISMATCH: ...`, is meant for
+/// scripts (`scripts/gpu-check.sh` greps `^cuda check: ok`).
 pub fn devices() {
+    use crate::{cuda, devices};
     let status = libtorch::init_cuda(true);
     println!("virb-host {}", env!("CARGO_PKG_VERSION"));
     println!("plugin-api {PLUGIN_API_VERSION}");
@@ -120,7 +123,29 @@ pub fn devices() {
         Some(d) => println!("libtorch loaded from {}", d.display()),
         None => println!("libtorch location unknown"),
     }
+    println!("{}", devices::cpu_info().line());
     println!("cpu threads (libtorch): {}", tch::get_num_threads());
+    let probe = cuda::probe();
+    match &probe {
+        cuda::CudaProbe::NoDriver(why) => println!("cuda driver: none ({why})"),
+        cuda::CudaProbe::Error(e) => println!("cuda driver: error: {e}"),
+        cuda::CudaProbe::Devices {
+            driver_version,
+            devices,
+        } => {
+            println!(
+                "cuda driver: {} ({} device(s){})",
+                cuda::version_text(*driver_version),
+                devices.len(),
+                std::env::var("CUDA_VISIBLE_DEVICES")
+                    .map(|v| format!(", CUDA_VISIBLE_DEVICES={v}"))
+                    .unwrap_or_default()
+            );
+            for d in devices {
+                println!("  {}", cuda::device_line(d));
+            }
+        }
+    }
     println!(
         "cuda: {}",
         if status.available {
@@ -139,4 +164,7 @@ pub fn devices() {
         }
     );
     println!("libtorch_cuda: {}", status.note);
+    for line in cuda::cuda_check(status.device_count.max(0) as usize, &probe, &status.note) {
+        println!("{line}");
+    }
 }

@@ -2,9 +2,12 @@
 //! Tasks and encoders come from plugins (`.so` files in the plugin folders).
 #![deny(missing_docs)]
 
+mod claims;
 mod cli;
 mod config;
 mod convert;
+mod cuda;
+mod devices;
 mod drive;
 mod elf;
 mod encode;
@@ -18,21 +21,30 @@ mod listing;
 mod names;
 mod outdir;
 mod plan;
+mod plan_print;
 mod plugins;
 mod preflight;
 mod progress;
 mod records;
+mod run_args;
+mod run_cmd;
 mod runner;
+mod schedule;
 mod selection;
+mod site;
+mod slurm;
+mod slurm_cmd;
 mod splits;
 mod store;
+mod survey;
 mod table;
 mod train;
+mod workers;
 mod yaml_index;
 
 use clap::Parser;
 use cli::{Cli, Command};
-use std::{path::PathBuf, process::ExitCode};
+use std::process::ExitCode;
 use virb_plugin_api::FixtureRequest;
 
 fn main() -> ExitCode {
@@ -189,109 +201,20 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
-        Command::Run {
-            experiment_list,
-            virb_configs,
-            data_root,
-            out,
-            device,
-            threads,
-            decode_workers,
-            force,
-            no_cache,
-            cache_dir,
-            checkpoint_every,
-            max_epochs,
-            cache_budget,
-            memory_budget,
-        } => {
-            if let Some(n) = threads {
-                tch::set_num_threads(n);
-            }
-            let device = match libtorch::resolve_device(&device) {
-                Ok(d) => d,
-                Err(e) => return fail(&e),
-            };
-            let cache = if no_cache {
-                None
-            } else {
-                match open_cache(cache_dir) {
-                    Ok(c) => {
-                        // Temporary files of writers killed long ago.
-                        let _ = c.clean_stale_temps(std::time::Duration::from_secs(24 * 3600));
-                        Some(c)
-                    }
-                    Err(e) => return fail(&format!("{e} (or pass --no-cache)")),
-                }
-            };
-            let reg = plugins::Registry::load(dirs);
-            listing::warn_rejected(&reg);
-            let opts = plan::RunOptions {
-                force,
-                cache,
-                checkpoint_every: std::time::Duration::from_secs_f64(checkpoint_every),
-                max_epochs,
-                cache_budget,
-                memory_budget,
-                experiment_list,
-                virb_configs,
-                data_root,
-                out,
-                device,
-                decode_workers: decode_workers.unwrap_or_else(|| {
-                    std::thread::available_parallelism()
-                        .map(|n| n.get())
-                        .unwrap_or(2)
-                }),
-            };
-            eprintln!(
-                "virb {}: device {}, {} libtorch thread(s)",
-                env!("CARGO_PKG_VERSION"),
-                virb_plugin_api::device_name(device),
-                tch::get_num_threads()
-            );
-            match runner::run(&opts, &reg) {
-                Ok(summary) => {
-                    println!("{}", table::table(&summary.rows));
-                    if summary.rows.iter().any(|r| r.selected) {
-                        println!("* selected config of its job (see <out>/<experiment>/<job>.selection.json)");
-                    }
-                    if let Some(cache) = &opts.cache {
-                        match cache.usage() {
-                            Ok(u) => eprintln!("feature cache: {u} in {}", cache.dir().display()),
-                            Err(e) => eprintln!("feature cache: {e}"),
-                        }
-                    }
-                    if summary.failures > 0 {
-                        eprintln!(
-                            "{} of {} result(s) failed; see the errors above",
-                            summary.failures,
-                            summary.rows.len()
-                        );
-                        ExitCode::from(1)
-                    } else {
-                        ExitCode::SUCCESS
-                    }
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(2)
-                }
-            }
+        Command::Run(args) => run_cmd::run(&args, &cli.plugins_dir),
+        Command::Plan(mut args) => {
+            args.dry_run = true;
+            run_cmd::run(&args, &cli.plugins_dir)
         }
+        Command::Slurm { command } => slurm_cmd::run(command, &cli.plugins_dir),
+        Command::Config => match run_cmd::site() {
+            Ok(site) => {
+                site.describe().iter().for_each(|l| println!("{l}"));
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
     }
 }
 
-/// The feature cache in `dir`, or in the default folder.
-fn open_cache(dir: Option<PathBuf>) -> Result<virb_feature_cache::Cache, String> {
-    let dir = match dir {
-        Some(d) => d,
-        None => virb_feature_cache::Cache::default_dir().map_err(|e| e.to_string())?,
-    };
-    virb_feature_cache::Cache::open(dir).map_err(|e| e.to_string())
-}
-
-fn fail(message: &str) -> ExitCode {
-    eprintln!("error: {message}");
-    ExitCode::from(2)
-}
+use run_cmd::{fail, open_cache};

@@ -8,9 +8,13 @@
 //! <out>/<experiment>/<job>-<config>/seed-<s>/events.out.tfevents.* (TensorBoard)
 //! <out>/<experiment>/<job>.selection.json               the config chosen for the job
 //! <out>/<experiment>/.checkpoints/<job>-seed-<s>/        a training pass between epochs
+//! <out>/<experiment>/.claims/<job>.claim                the worker doing the job (a lease)
+//! <out>/<experiment>/.claims/<job>.done                 how the job ended, in which run
+//! <out>/.slurm/<submission>/                            Slurm batch script, units, logs
 //! ```
 //!
-//! Every file is written to a temporary name in its folder, synced and renamed, so a crash or a
+//! Every file is written to a temporary name of its own in its folder (unique across processes
+//! and machines, created with `create_new`), synced and renamed, so a crash or a
 //! kill leaves the old file or the new one, never a part; a file that names another (a run
 //! naming its head, a result naming its runs) is written after it. Names were checked when the
 //! configs were loaded ([`crate::names`]), so none of these paths leaves `--out`.
@@ -62,11 +66,10 @@ pub fn write_atomic(
 ) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    // A name no other writer (another process, another machine sharing --out) can have, made
+    // with `create_new`: never a file another writer is filling.
+    let (file, tmp) = crate::claims::unique_temp(path)?;
+    drop(file);
     let outcome = write(&tmp).and_then(|_| {
         std::fs::File::open(&tmp)?.sync_all()?;
         std::fs::rename(&tmp, path)
@@ -167,4 +170,18 @@ pub fn remove_event_files(dir: &Path) {
             }
         }
     }
+}
+
+/// `<out>/<experiment>/.claims/<job>.claim`: held by the worker doing the (experiment, job).
+pub fn claim_file(out: &Path, experiment: &str, job: &str) -> PathBuf {
+    out.join(experiment)
+        .join(".claims")
+        .join(format!("{job}.claim"))
+}
+
+/// `<out>/<experiment>/.claims/<job>.done`: how the (experiment, job) ended, in which run.
+pub fn done_file(out: &Path, experiment: &str, job: &str) -> PathBuf {
+    out.join(experiment)
+        .join(".claims")
+        .join(format!("{job}.done"))
 }

@@ -47,6 +47,14 @@ pub struct RunOptions {
     /// Most bytes of features a split keeps in (device) memory; over it, they are read from a
     /// memory-mapped cache file batch by batch.
     pub memory_budget: u64,
+    /// Run what can run when the survey finds problems.
+    pub keep_going: bool,
+    /// `--only` patterns (`EXP/JOB`, `EXP`, `*/JOB`); empty: every unit.
+    pub only: Vec<String>,
+    /// How long a claim lasts without a heartbeat.
+    pub lease: Duration,
+    /// The run's id, shared by its workers (`VIRB_RUN_ID`).
+    pub run_id: String,
 }
 
 /// How a run ended.
@@ -63,6 +71,10 @@ pub enum SetupError {
     /// A configuration file is wrong.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Problems found by the survey of the whole run (weights files, data folders), all of
+    /// them; nothing was started.
+    #[error("{} problem(s) found before any work; nothing was started:\n{}\nfix them, or pass --keep-going to run everything else", .0.len(), .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Problems(Vec<String>),
     /// Anything else.
     #[error("{0}")]
     Other(String),
@@ -211,7 +223,11 @@ pub(crate) fn job_identity(
         "task": job.task,
         "task_plugin": [task.plugin.name, task.plugin.version],
         "task_options": job.task_options_json(),
-        "data_root": ctx.opts.data_root.display().to_string(),
+        // Absolute: `data`, `./data` and the path a worker is given are one data root.
+        "data_root": std::path::absolute(&ctx.opts.data_root)
+            .unwrap_or_else(|_| ctx.opts.data_root.clone())
+            .display()
+            .to_string(),
         "num_epochs": job.num_epochs,
         "batch_size": job.batch_size,
         "test_batch_size": job.eval_batch_size(),

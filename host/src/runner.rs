@@ -1,22 +1,24 @@
-//! `virb-host run`: jobs = experiments x virb-config entries.
+//! `virb-host run`: units = experiments x virb-config jobs.
 //!
-//! Everything that can be checked is checked before any work starts (configs, tasks, task
-//! options, names and the folders they lead to, encoders, `--out`). Then per experiment the
-//! weights are hashed, and each job runs through its driver ([`crate::drive`]): configs whose
-//! `results.json` is complete for the same settings are skipped, the encoder is loaded only when
-//! something is left to do, and each seed's run is saved as soon as it finishes. A failing job
-//! or config is reported and skipped; the others go on.
-use crate::config::{self, ConfigError, Experiment, JobConfig};
-use crate::drive::run_job;
-use crate::error::JobError;
-use crate::hashing::sha256_file;
-use crate::plan::{Ctx, ExpCtx, RunOptions, RunSummary, SetupError};
+//! Everything that can be checked is checked before any work starts: the configs (tasks, task
+//! options, names and the folders they lead to, encoders, `--out`) stop the run at the first
+//! mistake, with its file and line; then the survey ([`crate::survey`]) looks at every weights
+//! file and data folder of the whole run and lists every problem at once. Then the units run
+//! ([`crate::schedule`]): configs whose `results.json` is complete for the same settings are
+//! skipped, the encoder is loaded only when something is left to do, and each seed's run is
+//! saved as soon as it finishes. A failing job or config is reported and skipped; the others go
+//! on.
+use crate::config::{self, ConfigError};
+use crate::plan::{Ctx, RunOptions, RunSummary, SetupError};
 use crate::plugins::Registry;
-use crate::records::failed_row;
-use crate::table::Row;
 
-/// Runs every job; returns the table rows, or an error when the configuration is invalid.
-pub fn run(opts: &RunOptions, registry: &Registry) -> Result<RunSummary, SetupError> {
+/// Loads and checks the run's configuration, surveys it ([`crate::survey`]) and hands the
+/// survey to `then`; an invalid configuration is an error before anything else.
+pub fn surveyed<T>(
+    opts: &RunOptions,
+    registry: &Registry,
+    then: impl FnOnce(&Ctx<'_>, &crate::survey::Survey<'_>) -> T,
+) -> Result<T, SetupError> {
     let experiments = config::load_experiment_list(&opts.experiment_list)?;
     let mut virb = config::load_virb_config(&opts.virb_configs)?;
     if let Some(max) = opts.max_epochs {
@@ -51,14 +53,6 @@ pub fn run(opts: &RunOptions, registry: &Registry) -> Result<RunSummary, SetupEr
     }
     crate::preflight::check_eval_only_names(&virb, registry)?;
     crate::preflight::check_task_options(&virb, registry)?;
-    // Eval-only jobs evaluate heads that training jobs write: run them last.
-    let mut jobs: Vec<(&String, &JobConfig)> = virb.jobs.iter().collect();
-    jobs.sort_by_key(|(_, job)| {
-        registry
-            .task(&job.task)
-            .map(|t| !t.info.evaluates_heads_of.is_empty())
-            .unwrap_or(false)
-    });
     for exp in &experiments {
         // With a refused plugin (built for another plugin-api or libtorch), the unknown encoder
         // may be one it provides: that experiment fails alone, with the reason, and the others
@@ -82,67 +76,62 @@ pub fn run(opts: &RunOptions, registry: &Registry) -> Result<RunSummary, SetupEr
         registry,
         pool,
     };
-    let mut rows = Vec::new();
-    for exp in &experiments {
-        let prepared = registry
-            .encoder(&exp.encoder)
-            .map_err(JobError::Other)
-            .and_then(|entry| {
-                let what = if exp.weights.is_dir() {
-                    "is a folder, not a weights file"
-                } else if !exp.weights.exists() {
-                    "not found"
-                } else if !exp.weights.is_file() {
-                    "is not a regular file"
-                } else {
-                    ""
-                };
-                if !what.is_empty() {
-                    return Err(JobError::Other(format!(
-                        "weights file {} {what} (experiment `{}` in {}); fix the path in the experiment list",
-                        exp.weights.display(),
-                        exp.name,
-                        opts.experiment_list.display()
-                    )));
-                }
-                Ok((entry, sha256_file(&exp.weights)?))
-            });
-        match prepared {
-            Ok((entry, weights_sha256)) => {
-                let ec = ExpCtx {
-                    exp,
-                    entry,
-                    weights_sha256,
-                    encoder: std::cell::OnceCell::new(),
-                };
-                for &(job_name, job) in &jobs {
-                    match run_job(&ctx, &ec, job_name, job) {
-                        Ok(job_rows) => rows.extend(job_rows),
-                        Err(e) => rows.extend(failed_rows(exp, job_name, job, &e.to_string())),
-                    }
-                }
-            }
-            Err(e) => {
-                for &(job_name, job) in &jobs {
-                    rows.extend(failed_rows(exp, job_name, job, &e.to_string()));
-                }
-            }
-        }
-    }
-    let failures = rows.iter().filter(|r| r.metric == "FAILED").count();
-    Ok(RunSummary { rows, failures })
+    let survey = crate::survey::survey(&ctx, &experiments, &virb);
+    Ok(then(&ctx, &survey))
 }
 
-fn failed_rows(exp: &Experiment, job_name: &str, job: &JobConfig, error: &str) -> Vec<Row> {
-    eprintln!(
-        "error: experiment `{}`, job `{job_name}`: {error}",
-        exp.name
-    );
-    if job.training_configs.is_empty() {
-        return vec![failed_row(&exp.name, job_name, "-", error)];
-    }
-    job.training_configs
-        .keys()
-        .map(|cfg| failed_row(&exp.name, job_name, cfg, error))
-        .collect()
+/// What a run does once surveyed: with problems, lists them all and starts nothing (unless
+/// `--keep-going`); else this process works (one device), or starts one worker per device and
+/// reads every result from `--out` when they end.
+pub fn run(
+    opts: &RunOptions,
+    registry: &Registry,
+    workers: Option<&crate::workers::Launch<'_>>,
+) -> Result<RunSummary, SetupError> {
+    surveyed(opts, registry, |ctx, survey| {
+        let problems = survey.problems();
+        if !problems.is_empty() {
+            if !opts.keep_going {
+                return Err(SetupError::Problems(problems));
+            }
+            eprintln!(
+                "{} problem(s); --keep-going: running the rest",
+                problems.len()
+            );
+            problems.iter().for_each(|p| eprintln!("  {p}"));
+        }
+        let rows = match workers {
+            None => crate::schedule::work(ctx, survey),
+            Some(launch) => {
+                let outcome =
+                    crate::workers::run_workers(launch, &opts.run_id).map_err(SetupError::Other)?;
+                for (dev, code) in &outcome.exits {
+                    if *code == Some(2) || code.is_none() {
+                        eprintln!(
+                            "error: the worker on {dev} {}; its units were left to the others or are reported below",
+                            code.map(|c| format!("exited with status {c}"))
+                                .unwrap_or_else(|| "was killed".into())
+                        );
+                    }
+                }
+                survey
+                    .units
+                    .iter()
+                    .flat_map(|u| {
+                        let exp = &survey.experiments[u.exp].exp.name;
+                        let marker =
+                            crate::schedule::done_marker(&opts.out, exp, u.job_name, &opts.run_id);
+                        crate::schedule::rows_on_disk(
+                            ctx,
+                            survey,
+                            u,
+                            marker.and_then(|m| m.error).as_deref(),
+                        )
+                    })
+                    .collect()
+            }
+        };
+        let failures = rows.iter().filter(|r| r.metric == "FAILED").count();
+        Ok(RunSummary { rows, failures })
+    })?
 }

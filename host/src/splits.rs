@@ -94,6 +94,58 @@ pub(crate) fn cached<'a>(
     }
 }
 
+/// The split from the cache, as [`cached`]; when the cache lacks it and the job pre-encodes,
+/// also a claim on its cache entry (`<cache>/.encoding-<digest>.claim`) that the caller holds
+/// while it encodes: a second worker that wants the same split at the same moment waits for
+/// the first and then reads the cache, so the split is encoded once. A dead encoder's claim
+/// is taken over as the run's `--lease` says.
+pub(crate) fn cached_or_claim<'a>(
+    ctx: &Ctx<'_>,
+    id: &EncoderId<'_>,
+    task: &TaskEntry,
+    job: &JobConfig,
+    split: Split,
+    ds: &DatasetBox,
+) -> Result<(Option<Served<'a>>, Option<crate::claims::Claim>), JobError> {
+    let lease = crate::claims::LeaseOptions::new(ctx.opts.lease);
+    let mut said = false;
+    loop {
+        if let Some(hit) = cached(ctx, id, task, job, split, ds)? {
+            return Ok((Some(hit), None));
+        }
+        let (Some(cache), true) = (&ctx.opts.cache, pre_encodes(task, job)) else {
+            return Ok((None, None));
+        };
+        let digest = key(id, task, job, split, ds)?.digest();
+        let path = cache.dir().join(format!(".encoding-{digest}.claim"));
+        let what = format!("encode {}/{}", id.exp.name, split.as_str());
+        match crate::claims::try_claim(&path, &what, &lease) {
+            Ok(crate::claims::Attempt::Acquired(claim)) => {
+                // The holder before us may have just finished.
+                if let Some(hit) = cached(ctx, id, task, job, split, ds)? {
+                    return Ok((Some(hit), None));
+                }
+                return Ok((None, Some(claim)));
+            }
+            Ok(crate::claims::Attempt::Held(h)) => {
+                if !said {
+                    eprintln!(
+                        "{}: {} split: worker {} on {} is encoding it; waiting to read it from the cache",
+                        id.exp.name,
+                        split.as_str(),
+                        h.worker,
+                        h.host
+                    );
+                    said = true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+            // A cache folder that cannot hold the claim: encode without one (at worst twice).
+            Err(_) => return Ok((None, None)),
+        }
+    }
+}
+
 /// A mapped store, read into memory (on the training device) when it fits the memory budget.
 fn in_memory_if_it_fits<'a>(
     ctx: &Ctx<'_>,
@@ -254,7 +306,8 @@ pub(crate) fn serve_split<'a>(
         entry,
         weights_sha256: &sha,
     };
-    if let Some(hit) = cached(ctx, &id, task, job, split, ds)? {
+    let (hit, _encoding) = cached_or_claim(ctx, &id, task, job, split, ds)?;
+    if let Some(hit) = hit {
         return Ok(hit);
     }
     let encoder = ec.encoder(ctx)?;

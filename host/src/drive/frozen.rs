@@ -8,7 +8,7 @@ use super::TrainedJob;
 use crate::config::TrainingConfig;
 use crate::error::JobError;
 use crate::plan::{Ctx, ExpCtx, JobPlan};
-use crate::splits::{cached, serve, EncoderId};
+use crate::splits::{cached_or_claim, serve, EncoderId};
 use crate::store::{split_validation, FeatureStore};
 use virb_plugin_api::{DatasetBox, EncoderBox, NamedTensor, Split};
 
@@ -38,8 +38,12 @@ pub(crate) fn run(
         entry: ec.entry,
         weights_sha256: &ec.weights_sha256,
     };
-    let cached_train = cached(ctx, &id, task, job, Split::Train, splits.train)?;
-    let cached_test = cached(ctx, &id, task, job, Split::Test, splits.test)?;
+    // Claims on the cache entries this job encodes are held until they are written (dropped
+    // at the end of this function), so another worker wanting the same split waits to read it.
+    let (cached_train, _encoding_train) =
+        cached_or_claim(ctx, &id, task, job, Split::Train, splits.train)?;
+    let (cached_test, _encoding_test) =
+        cached_or_claim(ctx, &id, task, job, Split::Test, splits.test)?;
     // The encoder is loaded only when something needs it: a fully cached job never reads the
     // weights (unless the head starts from them).
     let encoder: Option<&EncoderBox> =

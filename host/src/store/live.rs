@@ -127,7 +127,7 @@ impl<'a> LiveStore<'a> {
 
     fn encode(&self, batch: Decoded, device: Device, train: bool) -> Result<Batch, JobError> {
         let t0 = Instant::now();
-        let x = batch.inputs.f_to_device(self.encoder_device)?;
+        let x = crate::encode::upload(&batch.inputs, self.encoder_device)?;
         let outputs = RSlice::from_slice(&self.outputs);
         let outs = encode_batch(&x, self.frames, &self.outputs, |x| {
             if train {
@@ -184,12 +184,16 @@ impl FeatureStore for LiveStore<'_> {
     ) -> Result<(), JobError> {
         let (tx, rx) = mpsc::sync_channel::<Result<Vec<Decoded>, JobError>>(2);
         let (dataset, pool, frames, source) = (self.dataset, self.pool, self.frames, &self.source);
+        let encoder_device = self.encoder_device;
         let train = self.fine_tune && context.augment;
         std::thread::scope(|scope| {
             scope.spawn(move || {
                 for chunk in order.chunks(batch.max(1)) {
                     let indices: Vec<u64> = chunk.iter().map(|&i| i as u64).collect();
-                    let decoded = decode_batches(dataset, &indices, frames, pool, source, context);
+                    let decoded = crate::encode::pinned(
+                        decode_batches(dataset, &indices, frames, pool, source, context),
+                        encoder_device,
+                    );
                     let failed = decoded.is_err();
                     if tx.send(decoded).is_err() || failed {
                         break;

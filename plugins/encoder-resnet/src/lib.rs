@@ -46,6 +46,11 @@ struct Options {
     /// Run convolutions in channels-last memory layout (faster on CPUs and recent GPUs; same
     /// numbers up to float rounding). Default: true.
     channels_last: Option<bool>,
+    /// `fp32` (default), `bf16` or `fp16`: the type the frozen network computes in (its outputs
+    /// are float32). bf16 is fast on GPUs and on CPUs with bf16 instructions (`virb-host devices`
+    /// says); fp16 is for GPUs. Part of the feature cache's key and of every result's
+    /// `encoder_options`, like every option.
+    precision: Option<String>,
 }
 
 impl EncoderFactory for ResNetFactory {
@@ -78,8 +83,20 @@ impl EncoderFactory for ResNetFactory {
             } else {
                 serde_json::from_str(&request.options_json).map_err(|e| {
                     PluginError::invalid_input(format!("{} encoder options: {e}", self.name))
-                        .with_help("the only option is `channels_last: true|false`")
+                        .with_help("the options are `channels_last: true|false` and `precision: fp32|bf16|fp16`")
                 })?
+            };
+            let kind = match options.precision.as_deref().unwrap_or("fp32") {
+                "fp32" => tch::Kind::Float,
+                "bf16" => tch::Kind::BFloat16,
+                "fp16" => tch::Kind::Half,
+                other => {
+                    return Err(PluginError::invalid_input(format!(
+                        "{} encoder options: unknown precision `{other}`",
+                        self.name
+                    ))
+                    .with_help("use `precision: fp32`, `bf16` or `fp16`"))
+                }
             };
             let device = parse_device(&request.device)?;
             let path = Path::new(request.weights.as_str());
@@ -89,6 +106,7 @@ impl EncoderFactory for ResNetFactory {
                 device,
                 ResNetOptions {
                     channels_last: options.channels_last.unwrap_or(true),
+                    kind,
                 },
             )?;
             Ok(EncoderBox::from_value(

@@ -88,6 +88,9 @@ pub const OUTPUT_NAMES: [&str; 6] = ["embedding", "conv", "block1", "block2", "b
 pub struct ResNetOptions {
     /// Use channels-last memory layout for weights and activations.
     pub channels_last: bool,
+    /// The type weights and activations are computed in (`Float`, `BFloat16`, `Half`); outputs
+    /// are always float32. Anything but `Float` is for a frozen encoder only.
+    pub kind: tch::Kind,
 }
 
 struct Bottleneck {
@@ -211,6 +214,7 @@ pub struct ResNet {
     layers: Vec<Vec<Block>>,
     arch: Arch,
     channels_last: bool,
+    kind: tch::Kind,
 }
 
 /// Converts a 4-D tensor to channels-last strides (same shape, NHWC memory order).
@@ -315,6 +319,15 @@ impl ResNet {
                 Ok(())
             })?;
         }
+        if options.kind != tch::Kind::Float {
+            tch::no_grad(|| -> Result<(), PluginError> {
+                for (_, mut t) in vs.variables() {
+                    let cast = t.f_to_kind(options.kind)?;
+                    t.set_data(&cast);
+                }
+                Ok(())
+            })?;
+        }
         Ok(ResNet {
             vs,
             conv1,
@@ -322,6 +335,7 @@ impl ResNet {
             layers,
             arch,
             channels_last: options.channels_last,
+            kind: options.kind,
         })
     }
 
@@ -343,6 +357,13 @@ impl ResNet {
         images: &tch::Tensor,
         wanted: &[&str],
     ) -> Result<Vec<(String, tch::Tensor)>, PluginError> {
+        if self.kind != tch::Kind::Float {
+            return Err(PluginError::invalid_input(format!(
+                "cannot fine-tune an encoder loaded with precision {:?}",
+                self.kind
+            ))
+            .with_help("fine-tuning (train_encoder: true) needs `precision: fp32` (the default)"));
+        }
         self.run(images, wanted, true)
     }
 
@@ -371,7 +392,7 @@ impl ResNet {
             .vs
             .variables()
             .into_iter()
-            .map(|(name, t)| Ok((name, snapshot(&t)?)))
+            .map(|(name, t)| Ok((name, snapshot(&t.f_to_kind(tch::Kind::Float)?)?)))
             .collect::<Result<Vec<_>, tch::TchError>>()?;
         state.sort_by(|a, b| natural_key(&a.0).cmp(&natural_key(&b.0)));
         Ok(state)
@@ -419,12 +440,15 @@ impl ResNet {
         let mut out = Vec::new();
         let mut keep = |name: &str, t: &tch::Tensor| -> Result<(), PluginError> {
             if wanted.contains(&name) {
-                out.push((name.to_string(), t.f_contiguous()?));
+                out.push((
+                    name.to_string(),
+                    t.f_to_kind(tch::Kind::Float)?.f_contiguous()?,
+                ));
             }
             Ok(())
         };
         let mut body = || -> Result<(), PluginError> {
-            let x = images.f_to_kind(tch::Kind::Float)?;
+            let x = images.f_to_kind(self.kind)?;
             let x = if self.channels_last {
                 to_channels_last(&x)?
             } else {

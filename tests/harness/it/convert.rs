@@ -36,6 +36,7 @@ fn assert_torchvision_outputs(weights: &Path) {
         Device::Cpu,
         ResNetOptions {
             channels_last: false,
+            kind: tch::Kind::Float,
         },
     )
     .unwrap();

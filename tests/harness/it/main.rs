@@ -18,6 +18,7 @@ mod flow;
 mod hardening;
 mod plugins;
 mod reference;
+mod scale;
 mod segmentation;
 mod templates;
 mod torchscript;

@@ -27,7 +27,16 @@ fn check_resnet(weights: &Path, channels_last: bool) {
 }
 
 fn check_arch(weights: &Path, arch: Arch, expected: &str, channels_last: bool) {
-    let net = ResNet::load(weights, arch, Device::Cpu, ResNetOptions { channels_last }).unwrap();
+    let net = ResNet::load(
+        weights,
+        arch,
+        Device::Cpu,
+        ResNetOptions {
+            channels_last,
+            kind: tch::Kind::Float,
+        },
+    )
+    .unwrap();
     let input = load("input.safetensors");
     let expected = load(expected);
     let names = ["conv", "block1", "block2", "block3", "block4", "embedding"];

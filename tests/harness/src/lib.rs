@@ -296,8 +296,9 @@ fn host(args: &[&str], cwd: &Path, paths: &[&Path], plugins: &Path) -> Output {
         .current_dir(cwd)
         .env_remove("RUST_BACKTRACE")
         .env("NO_COLOR", "1")
-        // Each test folder has its own feature cache.
+        // Each test folder has its own feature cache, and no site config of the user's.
         .env("VIRB_FEATURE_CACHE", cwd.join("cache"))
+        .env("XDG_CONFIG_HOME", cwd.join(".config"))
         .output()
         .unwrap();
     Output {
@@ -424,7 +425,8 @@ impl Env {
             .args(extra)
             .current_dir(self.dir.path())
             .env("NO_COLOR", "1")
-            .env("VIRB_FEATURE_CACHE", self.dir.path().join("cache"));
+            .env("VIRB_FEATURE_CACHE", self.dir.path().join("cache"))
+            .env("XDG_CONFIG_HOME", self.dir.path().join(".config"));
         cmd
     }
 

@@ -180,6 +180,14 @@ impl Cache {
         self.dir.join(format!("{}{EXTENSION}", key.digest()))
     }
 
+    /// Whether a file for `key` is there (whole or chunked; not verified: a load verifies).
+    pub fn has(&self, key: &CacheKey) -> bool {
+        let digest = key.digest();
+        [EXTENSION, CHUNKED_EXTENSION]
+            .iter()
+            .any(|ext| self.dir.join(format!("{digest}{ext}")).is_file())
+    }
+
     /// Stores `arrays` as the features for `key`, replacing any previous file.
     ///
     /// Each array must hold exactly `product(shape) * dtype.size()` bytes and have a unique,
