@@ -13,6 +13,23 @@ cargo fmt --all --check
 # test` recompiled torch-sys's C++ (measured: 4.5 min of a cold run; 7 s with this).
 scripts/build.sh debug --all-targets
 cargo clippy --workspace --all-targets -- -D warnings
+# A real single-node Slurm on localhost for it/slurm.rs (installs slurm-wlm and munge the first
+# time, as root; about 15 s, then 1 s). Stopped when the tests end, unless it was already up.
+slurm_dir="${VIRB_SLURM_DIR:-/tmp/virb-slurm}"
+slurm_was_up=false
+if scripts/slurm-local.sh status >/dev/null 2>&1; then slurm_was_up=true; fi
+if scripts/slurm-local.sh up >"${TMPDIR:-/tmp}/virb-slurm-up.log" 2>&1; then
+  . "$slurm_dir/env.sh"
+  export VIRB_REQUIRE_SLURM=1
+  if [ "$slurm_was_up" = false ]; then trap 'scripts/slurm-local.sh down >/dev/null 2>&1 || true' EXIT; fi
+elif [ "${CI:-}" = true ]; then
+  cat "${TMPDIR:-/tmp}/virb-slurm-up.log" >&2
+  echo "error: CI needs the local Slurm (scripts/slurm-local.sh up failed, above)" >&2
+  exit 1
+else
+  tail -5 "${TMPDIR:-/tmp}/virb-slurm-up.log" >&2
+  echo "warning: no local Slurm (scripts/slurm-local.sh up failed, above): the Slurm tests are skipped" >&2
+fi
 export VIRB_TEST_PROFILE=debug
 # Tests run several virb-host processes at once on few cores: libtorch's OpenMP threads that spin
 # after each op steal the cores the other processes need (measured: depth:: tests 93 s -> 34 s,

@@ -125,8 +125,10 @@ pub(crate) fn survey<'a>(
     virb: &'a VirbConfig,
 ) -> Survey<'a> {
     let opts = ctx.opts;
+    // Only the experiments `--only` selects are looked at (their problems are the run's).
     let exps: Vec<ExpSurvey<'a>> = experiments
         .iter()
+        .filter(|exp| virb.jobs.keys().any(|j| selected(&opts.only, &exp.name, j)))
         .map(|exp| ExpSurvey {
             exp,
             ready: check_experiment(ctx, exp),

@@ -81,6 +81,12 @@ pub fn train_pass(
     let mut last_save = Instant::now();
     let mut checkpoints_work = true;
     let mut progress = Progress::new(pass.label.clone(), job.num_epochs as u64);
+    if resumed > 0 {
+        eprintln!(
+            "{}: resumed from the checkpoint after epoch {resumed} of {}",
+            pass.label, job.num_epochs
+        );
+    }
     progress.inc(resumed as u64, "resumed");
     let eval_bs = job.eval_batch_size() as i64;
     for epoch in resumed..job.num_epochs {

@@ -20,6 +20,7 @@ mod plugins;
 mod reference;
 mod scale;
 mod segmentation;
+mod slurm;
 mod templates;
 mod torchscript;
 mod virb_files;
