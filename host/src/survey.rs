@@ -203,7 +203,7 @@ fn check_experiment<'a>(
     })?;
     if !meta.is_file() {
         return Err(format!(
-            "weights file {} is {}, not a file; fix the path in {list}",
+            "weights file {} is {}, not a weights file; fix the path in {list}",
             exp.weights.display(),
             if meta.is_dir() {
                 "a folder"

@@ -79,7 +79,7 @@ fn missing_data_folder_names_expected_layout() {
     let env = Env::new();
     env.caltech_configs(weights(), 1);
     let out = env.run();
-    assert_eq!(out.code, 1);
+    assert_eq!(out.code, 2);
     assert!(
         out.stderr
             .contains("CalTech-101: data folder data/caltech-101 not found"),
@@ -102,7 +102,7 @@ fn missing_split_file_says_which_and_how_to_make_it() {
     env.caltech_configs(weights(), 1);
     fs::remove_file(env.path("data/caltech-101/caltech101_test.json")).unwrap();
     let out = env.run();
-    assert_eq!(out.code, 1);
+    assert_eq!(out.code, 2);
     assert!(
         out.stderr
             .contains("cannot read split file data/caltech-101/caltech101_test.json"),

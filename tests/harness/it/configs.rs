@@ -25,7 +25,8 @@ fn shipped_virb_configs_are_valid_and_every_task_is_provided() {
             );
             all_tasks.push(task);
         }
-        // The config is valid: a run gets past it and fails only on the (missing) weights.
+        // The config is valid: a run gets past it and stops only on the (missing) weights,
+        // found by the survey before any work.
         let out = env.host(&[
             "run",
             "--experiment-list",
@@ -33,7 +34,7 @@ fn shipped_virb_configs_are_valid_and_every_task_is_provided() {
             "--virb-configs",
             entry.path().to_str().unwrap(),
         ]);
-        assert_eq!(out.code, 1, "{}: {}", entry.path().display(), out.stderr);
+        assert_eq!(out.code, 2, "{}: {}", entry.path().display(), out.stderr);
         assert!(
             out.stderr.contains("weights file nowhere.pt not found"),
             "{}: {}",

@@ -149,7 +149,7 @@ fn counting_tasks_name_what_is_missing() {
     .unwrap();
     env.write("virb.yaml", "THORNumSteps:\n  task: THORNumSteps\n  training_configs:\n    a: {optimizer: adam, lr: 0.001}\n  num_epochs: 1\n  image_size: 32\nCLEVRDist:\n  task: CLEVRDist\n  training_configs:\n    a: {optimizer: adam, lr: 0.001}\n  num_epochs: 1\n  image_size: 32\n");
     let out = env.run();
-    assert_eq!(out.code, 1);
+    assert_eq!(out.code, 2);
     assert!(
         out.stderr.contains("THORNumSteps: image data/thor_num_steps/val/scene_00/nowhere_rgb.jpg (line 2 of data/thor_num_steps/val_labels.txt) not found"),
         "{}",

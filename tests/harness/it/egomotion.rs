@@ -137,7 +137,7 @@ fn unknown_action_names_the_line() {
         .replacen("MoveAhead", "Jump", 1);
     fs::write(&path, text).unwrap();
     let out = env.run();
-    assert_eq!(out.code, 1);
+    assert_eq!(out.code, 2);
     assert!(
         out.stderr.contains("THORActionPrediction: data/thor_action_prediction/val_labels.txt:1: unknown action \"Jump\"; expected one of MoveAhead, RotateLeft, RotateRight, LookUp, LookDown"),
         "{}",

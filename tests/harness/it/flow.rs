@@ -184,7 +184,7 @@ fn kitti_names_a_flow_map_of_the_wrong_size() {
     };
     flow_png::write(&bad, &field).unwrap();
     let out = env.run();
-    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(
         out.stderr
             .contains("data/KITTI/training/flow_occ/000003_10.png is 10x5")

@@ -285,7 +285,7 @@ fn an_absurd_counting_label_is_named_before_any_head_is_built() {
     );
     env.write("virb.yaml", "THORNumSteps:\n  task: THORNumSteps\n  training_configs:\n    a: {optimizer: adam, lr: 0.001}\n  num_epochs: 1\n  image_size: 32\n");
     let out = env.run();
-    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(
         out.stderr.contains("THORNumSteps: label 999999999 (data/thor_num_steps/train_labels.txt:5) would make a 1000000000-way classifier, but THORNumSteps allows at most 1000 classes (labels 0 to 999); found 4 distinct values: 0-2, 999999999"),
         "{}",
@@ -386,7 +386,7 @@ fn weights_that_are_a_folder_or_integers_say_what_they_are() {
     fs::create_dir_all(env.path("weights_dir")).unwrap();
     env.caltech_configs(&env.path("weights_dir"), 1);
     let out = env.run();
-    assert_eq!(out.code, 1);
+    assert_eq!(out.code, 2);
     assert!(
         out.stderr
             .contains("weights_dir is a folder, not a weights file"),
@@ -427,7 +427,7 @@ fn an_empty_class_folder_is_refused_by_name() {
     );
     env.write("virb.yaml", "Eurosat:\n  task: Eurosat\n  training_configs:\n    a: {optimizer: adam, lr: 0.001}\n  num_epochs: 1\n  image_size: 32\n");
     let out = env.run();
-    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(
         out.stderr
             .contains("Eurosat: 1 class folder(s) with no *.jpg images: data/eurosat/"),
