@@ -203,6 +203,11 @@ pub fn seconds(s: &str) -> Result<f64, String> {
     }
 }
 
+/// `--shard-samples`: 0 (never) or a number of samples.
+pub fn shard_samples(s: &str) -> Result<usize, String> {
+    at_least(s, 0, 1 << 40, "a number of samples (0: never shard)")
+}
+
 /// `--lease`: seconds, 1 to a day.
 pub fn lease(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {

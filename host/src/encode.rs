@@ -58,6 +58,8 @@ pub struct EncodeRequest<'a> {
     pub store_device: Device,
     /// Progress label.
     pub label: String,
+    /// Only these samples of the split (a shard); None: all of them.
+    pub range: Option<std::ops::Range<usize>>,
 }
 
 /// Runs `forward` on a batch of images `[B, 3, H, W]` (or clips `[B, T, 3, H, W]`, encoded
@@ -248,10 +250,13 @@ pub fn encode_split_into(
     sink: &mut EncodedSink<'_>,
 ) -> Result<(EncodeTimings, (u32, u32)), JobError> {
     let meta = plugin(dataset.meta())?;
-    let n = meta.len as usize;
-    if n == 0 {
+    let len = meta.len as usize;
+    if len == 0 {
         return Err(JobError::Other(format!("split {} is empty", meta.source)));
     }
+    let range = req.range.clone().unwrap_or(0..len);
+    let (lo, hi) = (range.start.min(len), range.end.min(len));
+    let n = hi.saturating_sub(lo);
     let encoder_device = virb_plugin_api::parse_device(plugin(req.encoder.device())?.as_str())?;
     let start = Instant::now();
     let mut timings = EncodeTimings::default();
@@ -262,8 +267,8 @@ pub fn encode_split_into(
     let (frames, pool, source) = (req.frames, req.pool, &meta.source);
     let result = std::thread::scope(|scope| -> Result<(), JobError> {
         scope.spawn(move || {
-            for first in (0..n).step_by(bs) {
-                let last = (first + bs).min(n);
+            for first in (lo..hi).step_by(bs) {
+                let last = (first + bs).min(hi);
                 let indices: Vec<u64> = (first as u64..last as u64).collect();
                 let batch = pinned(
                     decode_batches(

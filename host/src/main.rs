@@ -31,6 +31,7 @@ mod run_cmd;
 mod runner;
 mod schedule;
 mod selection;
+mod shards;
 mod site;
 mod slurm;
 mod slurm_cmd;

@@ -55,6 +55,8 @@ pub struct RunOptions {
     pub lease: Duration,
     /// The run's id, shared by its workers (`VIRB_RUN_ID`).
     pub run_id: String,
+    /// Encode a split larger than this in shards other workers help with (None: never).
+    pub shard_samples: Option<usize>,
 }
 
 /// How a run ended.

@@ -92,6 +92,11 @@ pub(crate) struct RunArgs {
     /// well above the clock skew between machines sharing `--out`.
     #[arg(long, default_value_t = 120.0, value_name = "SECONDS", allow_negative_numbers = true, value_parser = crate::cli::lease)]
     pub(crate) lease: f64,
+    /// Encode a split of more than N samples in shards of about N that the other workers on
+    /// the same `--out` help with when they have nothing else to do (default: 16384 with
+    /// several devices, else never; 0: never).
+    #[arg(long = "shard-samples", value_name = "N", allow_negative_numbers = true, value_parser = crate::cli::shard_samples)]
+    pub(crate) shard_samples: Option<usize>,
 }
 
 impl RunArgs {
@@ -131,6 +136,9 @@ impl RunArgs {
         flag("--cache-budget", self.cache_budget.to_string().into());
         flag("--memory-budget", self.memory_budget.to_string().into());
         flag("--lease", self.lease.to_string().into());
+        if let Some(n) = self.shard_samples {
+            flag("--shard-samples", n.to_string().into());
+        }
         for o in &self.only {
             flag("--only", o.into());
         }

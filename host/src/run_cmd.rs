@@ -7,6 +7,9 @@ use crate::{libtorch, listing, plugins, runner, table};
 use std::{path::PathBuf, process::ExitCode};
 use tch::Device;
 
+/// Samples per shard of a split's encoding when a run has several devices.
+pub(crate) const DEFAULT_SHARD_SAMPLES: usize = 16384;
+
 /// Exit code of a run that could not start (bad arguments or configs, problems).
 const SETUP_FAILED: u8 = 2;
 
@@ -59,6 +62,12 @@ pub(crate) fn options(
         only: args.only.clone(),
         lease: std::time::Duration::from_secs_f64(args.lease),
         run_id: crate::schedule::new_run_id(),
+        shard_samples: match args.shard_samples {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None if devices.len() > 1 => Some(DEFAULT_SHARD_SAMPLES),
+            None => None,
+        },
     };
     Ok((opts, devices))
 }

@@ -172,7 +172,8 @@ pub(crate) fn work(ctx: &Ctx<'_>, survey: &Survey<'_>) -> Vec<Row> {
         if !left {
             break;
         }
-        if !started {
+        // Nothing this worker can start: help encode another worker's large split, or wait.
+        if !started && !crate::shards::help(ctx, survey) {
             std::thread::sleep(POLL);
         }
     }

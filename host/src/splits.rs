@@ -146,6 +146,13 @@ pub(crate) fn cached_or_claim<'a>(
     }
 }
 
+/// The shards a split of `len` samples is encoded in, when the run shards (`--shard-samples`)
+/// and the split is larger than a shard.
+fn sharded(ctx: &Ctx<'_>, len: i64, batch: usize) -> Option<Vec<std::ops::Range<usize>>> {
+    let shard = ctx.opts.shard_samples.filter(|s| *s > 0)?;
+    crate::shards::plan(len.max(0) as usize, shard, batch)
+}
+
 /// A mapped store, read into memory (on the training device) when it fits the memory budget.
 fn in_memory_if_it_fits<'a>(
     ctx: &Ctx<'_>,
@@ -159,7 +166,7 @@ fn in_memory_if_it_fits<'a>(
     }
 }
 
-fn key(
+pub(crate) fn key(
     id: &EncoderId<'_>,
     task: &TaskEntry,
     job: &JobConfig,
@@ -263,12 +270,28 @@ pub(crate) fn serve<'a>(
         pool: &ctx.pool,
         store_device: ctx.opts.device,
         label: format!("{}/{job_name}: encode {}", id.exp.name, split.as_str()),
+        range: None,
     };
     let encoded = match (&ctx.opts.cache, to_file) {
         (Some(cache), true) => {
             let key = key(id, task, job, split, ds)?;
             encode_to_chunked(cache, &key, ds, &req, &live)
                 .and_then(|(mapped, t)| in_memory_if_it_fits(ctx, mapped, t))
+        }
+        (Some(cache), false) if sharded(ctx, live.len(), req.batch_size).is_some() => {
+            let shards = sharded(ctx, live.len(), req.batch_size).unwrap_or_default();
+            key(id, task, job, split, ds).and_then(|whole| {
+                crate::shards::encode_sharded(
+                    ctx,
+                    cache,
+                    &whole,
+                    ds,
+                    &req,
+                    (&id.exp.name, job_name, split),
+                    &shards,
+                )
+                .map(|(store, t)| Served::Memory(store, t))
+            })
         }
         _ => encode_split(ds, &req).map(|(store, t)| {
             if let Some(cache) = &ctx.opts.cache {

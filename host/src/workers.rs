@@ -63,6 +63,10 @@ pub(crate) fn run_workers(launch: &Launch<'_>, run_id: &str) -> Result<WorkersOu
                 argv.push(t.to_string().into());
             }
         }
+        if args.shard_samples.is_none() {
+            argv.push("--shard-samples".into());
+            argv.push(crate::run_cmd::DEFAULT_SHARD_SAMPLES.to_string().into());
+        }
         if args.decode_workers.is_none() {
             argv.push("--decode-workers".into());
             argv.push(decode.to_string().into());

@@ -415,3 +415,80 @@ fn bf16_inference_is_an_encoder_option_with_its_own_cache_entry_and_close_number
         .count();
     assert_eq!(files, 4);
 }
+
+#[test]
+fn a_large_split_is_encoded_in_shards_an_idle_worker_helps_with_and_the_bits_are_the_same() {
+    let env = Env::new();
+    env.fixture("CalTech-101", 3, 32, 6, IMAGE_SIZE);
+    let w = resnet18_weights().display().to_string();
+    env.write(
+        "experiments.yaml",
+        &format!("a:\n  weights: '{w}'\n  encoder: resnet18\n"),
+    );
+    env.write("virb.yaml", &job("CalTech", "CalTech-101", &["c1"], 3));
+    let run = |out: &str, extra: &[&str]| {
+        let base = [
+            "run",
+            "--experiment-list",
+            "experiments.yaml",
+            "--virb-configs",
+            "virb.yaml",
+            "--data-root",
+            "data",
+            "--threads",
+            "1",
+        ];
+        let dirs = ["--out", out, "--cache-dir", &format!("cache-{out}")];
+        let o = env.host(&[&base[..], &dirs, extra].concat());
+        assert!(o.ok(), "{}", o.stderr);
+        o
+    };
+    run("one", &["--devices", "cpu"]);
+    let r2 = run("two", &["--devices", "cpu,cpu", "--shard-samples", "8"]);
+    assert!(
+        r2.stderr.contains("96 samples in 12 shards of 8"),
+        "{}",
+        r2.stderr
+    );
+    // The worker without a unit of its own encoded shards of the other's split.
+    let helped = r2
+        .stderr
+        .lines()
+        .filter(|l| l.contains("(helping) shard") && l.contains("done"))
+        .count();
+    assert!(helped >= 1, "{}", r2.stderr);
+    // The joined split is the unsharded one, byte for byte; no shard or request is left.
+    let files = |dir: &str| {
+        let mut f: Vec<(String, Vec<u8>)> = std::fs::read_dir(env.path(dir))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".vfc"))
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        f.sort();
+        f
+    };
+    let (f1, f2) = (files("cache-one"), files("cache-two"));
+    assert_eq!(f1.len(), 2);
+    assert!(
+        f1 == f2,
+        "cache files differ: {:?} vs {:?}",
+        f1.iter().map(|x| &x.0).collect::<Vec<_>>(),
+        f2.iter().map(|x| &x.0).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        std::fs::read_dir(env.path("two/.virb/shards"))
+            .unwrap()
+            .count(),
+        0
+    );
+    let head = |out: &str| {
+        read_json(&env.path(&format!("{out}/a/CalTech-c1/results.json")))["head_sha256"].clone()
+    };
+    assert_eq!(head("one"), head("two"));
+}

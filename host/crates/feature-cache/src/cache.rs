@@ -188,6 +188,14 @@ impl Cache {
             .any(|ext| self.dir.join(format!("{digest}{ext}")).is_file())
     }
 
+    /// Removes the file(s) for `key`, if any (a shard joined into its whole split).
+    pub fn remove(&self, key: &CacheKey) {
+        let digest = key.digest();
+        for ext in [EXTENSION, CHUNKED_EXTENSION] {
+            let _ = fs::remove_file(self.dir.join(format!("{digest}{ext}")));
+        }
+    }
+
     /// Stores `arrays` as the features for `key`, replacing any previous file.
     ///
     /// Each array must hold exactly `product(shape) * dtype.size()` bytes and have a unique,
