@@ -3,7 +3,7 @@
 //! processes do each unit once and encode a shared split once; a killed worker's claim is taken
 //! over), out-of-memory retried at half the batch, and devices that do not exist.
 use std::{collections::BTreeMap, process::Stdio, time::Duration};
-use virb_tests::{read_json, resnet18_weights, Env, IMAGE_SIZE};
+use virb_tests::{experiment_list, read_json, resnet18_weights, Env, IMAGE_SIZE};
 
 /// Two experiments of one ResNet-18 weights file (so their splits share cache entries).
 fn experiments(env: &Env, extra: &str) {
@@ -276,10 +276,9 @@ fn two_processes_on_one_out_share_the_work_and_encode_a_split_once() {
 fn a_killed_workers_unit_is_taken_over_and_finished_once() {
     let env = Env::new();
     env.fixture("CalTech-101", 3, 6, 4, IMAGE_SIZE);
-    let w = resnet18_weights().display().to_string();
     env.write(
         "experiments.yaml",
-        &format!("a:\n  weights: '{w}'\n  encoder: resnet18\n"),
+        &experiment_list(resnet18_weights(), "resnet18").replace("probe:", "a:"),
     );
     env.write(
         "virb.yaml",
@@ -327,10 +326,9 @@ fn a_killed_workers_unit_is_taken_over_and_finished_once() {
 fn out_of_memory_is_retried_at_half_the_batch_then_fails_clearly() {
     let env = Env::new();
     env.fixture("CalTech-101", 3, 6, 4, IMAGE_SIZE);
-    let w = resnet18_weights().display().to_string();
     env.write(
         "experiments.yaml",
-        &format!("a:\n  weights: '{w}'\n  encoder: resnet18\n"),
+        &experiment_list(resnet18_weights(), "resnet18").replace("probe:", "a:"),
     );
     env.write("virb.yaml", &job("CalTech", "CalTech-101", &["c1"], 1));
     let run = |limit: &str| {
@@ -420,10 +418,9 @@ fn bf16_inference_is_an_encoder_option_with_its_own_cache_entry_and_close_number
 fn a_large_split_is_encoded_in_shards_an_idle_worker_helps_with_and_the_bits_are_the_same() {
     let env = Env::new();
     env.fixture("CalTech-101", 3, 32, 6, IMAGE_SIZE);
-    let w = resnet18_weights().display().to_string();
     env.write(
         "experiments.yaml",
-        &format!("a:\n  weights: '{w}'\n  encoder: resnet18\n"),
+        &experiment_list(resnet18_weights(), "resnet18").replace("probe:", "a:"),
     );
     env.write("virb.yaml", &job("CalTech", "CalTech-101", &["c1"], 3));
     let run = |out: &str, extra: &[&str]| {

@@ -305,3 +305,43 @@ fn a_missing_or_failing_sbatch_is_a_clear_error() {
             || std::fs::read_dir(env.path("out/.slurm")).unwrap().count() == 0
     );
 }
+
+#[test]
+fn eval_only_units_run_in_a_second_array_after_the_heads_they_evaluate() {
+    if !slurm_up() {
+        return;
+    }
+    let env = Env::new();
+    for task in ["Imagenet", "Imagenetv2"] {
+        env.fixture(task, 3, 6, 4, IMAGE_SIZE);
+    }
+    let w = resnet18_weights().display().to_string();
+    env.write(
+        "experiments.yaml",
+        &format!("a:\n  weights: '{w}'\n  encoder: resnet18\n"),
+    );
+    env.write(
+        "virb.yaml",
+        &format!("V2:\n  task: Imagenetv2\n  batch_size: 8\n  image_size: {IMAGE_SIZE}\nImagenet:\n  task: Imagenet\n  training_configs:\n    c1: {{optimizer: adam, lr: 0.001}}\n  num_epochs: 20\n  batch_size: 8\n  image_size: {IMAGE_SIZE}\n"),
+    );
+    let ids = submit(&env, &[]);
+    assert_eq!(
+        ids.len(),
+        2,
+        "a training array and an eval-only array: {ids:?}"
+    );
+    let status = wait(&env, &ids);
+    assert!(
+        status.contains("2 done, 0 running, 0 failed, 0 pending"),
+        "{status}\n{}",
+        logs(&env)
+    );
+    let v2 = read_json(&env.path("out/a/V2-c1/results.json"));
+    let source = read_json(&env.path("out/a/Imagenet-c1/results.json"));
+    assert_eq!(v2["head_sha256"], source["head_sha256"], "{v2}");
+    assert!(
+        !logs(&env).contains("no trained Imagenet head"),
+        "{}",
+        logs(&env)
+    );
+}
