@@ -168,6 +168,8 @@ pub(crate) fn work(ctx: &Ctx<'_>, survey: &Survey<'_>) -> Vec<Row> {
             }
             claim.release();
             ended.insert(i, rows);
+            // Look again from the longest unit: while this one ran, others may have freed up.
+            break;
         }
         if !left {
             break;
@@ -184,6 +186,21 @@ pub(crate) fn work(ctx: &Ctx<'_>, survey: &Survey<'_>) -> Vec<Row> {
 /// or ended in this run (in another worker); None when there is work left.
 fn settled(ctx: &Ctx<'_>, survey: &Survey<'_>, u: &Unit<'_>) -> Option<Vec<Row>> {
     let exp = &survey.experiments[u.exp].exp.name;
+    if let Some(marker) = done_marker(&ctx.opts.out, exp, u.job_name, &ctx.opts.run_id) {
+        return Some(rows_on_disk(ctx, survey, u, marker.error.as_deref()));
+    }
+    // Held by a live worker: not settled, and not worth reading (verifying a result hashes
+    // its heads, hundreds of MB for a pixel-wise head) until it is released.
+    let held = claims::holder(&outdir::claim_file(&ctx.opts.out, exp, u.job_name))
+        .ok()
+        .flatten()
+        .is_some_and(|h| {
+            h.worker != claims::worker_id()
+                && !claims::is_stale(&h, &LeaseOptions::new(ctx.opts.lease))
+        });
+    if held {
+        return None;
+    }
     if u.problem.is_none() && !ctx.opts.force && !u.configs.is_empty() {
         let rows: Option<Vec<Row>> = u
             .configs
@@ -199,8 +216,7 @@ fn settled(ctx: &Ctx<'_>, survey: &Survey<'_>, u: &Unit<'_>) -> Option<Vec<Row>>
             return Some(with_selection(ctx, exp, u.job_name, rows));
         }
     }
-    let marker = done_marker(&ctx.opts.out, exp, u.job_name, &ctx.opts.run_id)?;
-    Some(rows_on_disk(ctx, survey, u, marker.error.as_deref()))
+    None
 }
 
 /// Whether an eval-only unit must wait: one of the units whose heads it evaluates is still to

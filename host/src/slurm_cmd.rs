@@ -116,6 +116,14 @@ pub(crate) fn run(command: SlurmCommand, plugin_flags: &[PathBuf]) -> ExitCode {
                     );
                     ExitCode::SUCCESS
                 }
+                // Every unit complete: nothing to do is not a failure.
+                Err(crate::slurm::SlurmError::NothingToSubmit) => {
+                    println!(
+                        "nothing to submit: every selected (experiment, job) is complete in {} (virb-host slurm status --out {0}; --force reruns)",
+                        opts.out.display()
+                    );
+                    ExitCode::SUCCESS
+                }
                 Err(e) => fail(&e.to_string()),
             }
         }
