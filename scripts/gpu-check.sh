@@ -121,6 +121,7 @@ else
   echo "weights: $work/resnet50.pt in $(seconds_since "$t") s"
   cat >"$work/experiments.yaml" <<EOF
 gpu-check-resnet50: '$work/resnet50.pt'
+gpu-check-resnet50-bf16: {weights: '$work/resnet50.pt', encoder: resnet50, options: {precision: bf16}}
 EOF
   cat >"$work/virb.yaml" <<EOF
 CalTech-101:
@@ -156,6 +157,17 @@ EOF
   wall="$(seconds_since "$t")"
   echo "virb-host run: exit $rc, wall time $wall s (${devices[*]}, $classes classes, $((classes * (train + test))) images, $epochs epochs x 2 configs)" | tee -a "$out/results.txt"
   [ "$rc" = 0 ] || require "virb-host run failed (exit $rc)"
+  # virb's encode throughput (decoding in the loop, one batch ahead) per experiment, from the
+  # results' timings: fp32 and bf16 against PyTorch's below.
+  "$python" - "$work/out" <<'EOF' | tee -a "$out/results.txt"
+import glob, json, os, sys
+for path in sorted(glob.glob(os.path.join(sys.argv[1], "*", "CalTech-101-adam-0.001", "results.json"))):
+    r = json.load(open(path))
+    t = r["timings_s"]
+    n = r["train_size"] + r["test_size"]
+    print(f"virb encode {r['experiment']:<26} {n / max(t['encode_wall'], 1e-9):10.1f} images/s "
+          f"(decode {t['decode']:.1f} s summed, encode {t['encode']:.1f} s, wall {t['encode_wall']:.1f} s, {n} images, {r['device']})")
+EOF
 fi
 
 step "4. plain PyTorch ResNet-50 encode throughput (the reference)"
