@@ -17,6 +17,7 @@
 //! pyramid `conv` (stem, before max-pool), `block1`..`block4` (after each stage).
 #![allow(non_local_definitions)]
 
+pub mod arch;
 pub mod model;
 pub mod weights;
 
