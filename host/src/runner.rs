@@ -121,12 +121,7 @@ pub fn run(
                         let exp = &survey.experiments[u.exp].exp.name;
                         let marker =
                             crate::schedule::done_marker(&opts.out, exp, u.job_name, &opts.run_id);
-                        crate::schedule::rows_on_disk(
-                            ctx,
-                            survey,
-                            u,
-                            marker.and_then(|m| m.error).as_deref(),
-                        )
+                        crate::schedule::rows_on_disk(ctx, survey, u, marker.as_ref())
                     })
                     .collect()
             }

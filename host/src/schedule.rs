@@ -20,7 +20,7 @@ use crate::config::JobConfig;
 use crate::drive::run_job;
 use crate::outdir;
 use crate::plan::{Ctx, ExpCtx};
-use crate::records::{complete_row, failed_row};
+use crate::records::{complete_result, complete_row, failed_row, row_of};
 use crate::survey::{Survey, Unit};
 use crate::table::Row;
 use serde::{Deserialize, Serialize};
@@ -187,7 +187,7 @@ pub(crate) fn work(ctx: &Ctx<'_>, survey: &Survey<'_>) -> Vec<Row> {
 fn settled(ctx: &Ctx<'_>, survey: &Survey<'_>, u: &Unit<'_>) -> Option<Vec<Row>> {
     let exp = &survey.experiments[u.exp].exp.name;
     if let Some(marker) = done_marker(&ctx.opts.out, exp, u.job_name, &ctx.opts.run_id) {
-        return Some(rows_on_disk(ctx, survey, u, marker.error.as_deref()));
+        return Some(rows_on_disk(ctx, survey, u, Some(&marker)));
     }
     // Held by a live worker: not settled, and not worth reading (verifying a result hashes
     // its heads, hundreds of MB for a pixel-wise head) until it is released.
@@ -300,14 +300,21 @@ fn run_unit(ctx: &Ctx<'_>, ec: &ExpCtx<'_>, u: &Unit<'_>) -> Vec<Row> {
         .collect()
 }
 
-/// The rows of a unit as `--out` has them: each config's complete result, or the unit's error
-/// (`error`), or "not done".
+/// The rows of a unit as `--out` has them: each config's complete result (done in this run when
+/// the unit's `marker` of this run says so, else "done earlier"), or the unit's error, or "not
+/// done".
 pub(crate) fn rows_on_disk(
     ctx: &Ctx<'_>,
     survey: &Survey<'_>,
     u: &Unit<'_>,
-    error: Option<&str>,
+    marker: Option<&DoneMarker>,
 ) -> Vec<Row> {
+    let error = marker.and_then(|m| m.error.as_deref());
+    let prefix = if marker.is_some() {
+        ""
+    } else {
+        "done earlier: "
+    };
     let exp = &survey.experiments[u.exp].exp.name;
     if let Some(p) = &u.problem {
         return failed_rows(survey, u, p);
@@ -320,14 +327,16 @@ pub(crate) fn rows_on_disk(
         .iter()
         .map(|c| {
             let dir = outdir::result_dir(&ctx.opts.out, exp, u.job_name, &c.name);
-            complete_row(&dir, &c.hash).unwrap_or_else(|| {
-                failed_row(
-                    exp,
-                    u.job_name,
-                    &c.name,
-                    error.unwrap_or("not done: no complete result"),
-                )
-            })
+            complete_result(&dir, &c.hash)
+                .map(|r| row_of(&r, &r.path, prefix))
+                .unwrap_or_else(|| {
+                    failed_row(
+                        exp,
+                        u.job_name,
+                        &c.name,
+                        error.unwrap_or("not done: no complete result"),
+                    )
+                })
         })
         .collect();
     with_selection(ctx, exp, u.job_name, rows)
