@@ -489,3 +489,56 @@ fn a_large_split_is_encoded_in_shards_an_idle_worker_helps_with_and_the_bits_are
     };
     assert_eq!(head("one"), head("two"));
 }
+
+#[test]
+fn a_claim_from_another_machine_is_waited_for_then_taken_over_when_its_lease_expires() {
+    let env = Env::new();
+    env.fixture("CalTech-101", 3, 6, 4, IMAGE_SIZE);
+    env.write(
+        "experiments.yaml",
+        &experiment_list(resnet18_weights(), "resnet18").replace("probe:", "a:"),
+    );
+    env.write("virb.yaml", &job("CalTech", "CalTech-101", &["c1"], 1));
+    // A worker on another machine holds a/CalTech: its heartbeat (the file's mtime) stops
+    // when it dies; this machine cannot see its process.
+    let claim = env.write(
+        "out/a/.claims/CalTech.claim",
+        r#"{"worker":"node7:4242:00000000deadbeef","host":"node7","node":"other-boot","pid":4242,"what":"a/CalTech","acquired_unix":1,"token":"0123456789abcdef0123456789abcdef"}"#,
+    );
+    let started = std::time::Instant::now();
+    let mut child = env
+        .run_command(&["--threads", "1", "--lease", "4"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Alive for now: keep its heartbeat going for 3 s; the worker waits.
+    for _ in 0..6 {
+        std::fs::File::options()
+            .write(true)
+            .open(&claim)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now())
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            env.results().is_empty(),
+            "ran while another machine held the unit"
+        );
+    }
+    // Then it dies: after the 4-s lease the claim is taken over and the unit done once.
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(7),
+        "took over before the lease ran out"
+    );
+    assert!(
+        err.contains("held by worker node7:4242:00000000deadbeef on node7"),
+        "{err}"
+    );
+    assert_eq!(claims(&err).get("a/CalTech"), Some(&1), "{err}");
+    assert_eq!(env.results().len(), 1);
+    assert!(!claim.exists());
+}
