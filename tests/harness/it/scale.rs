@@ -506,7 +506,7 @@ fn a_claim_from_another_machine_is_waited_for_then_taken_over_when_its_lease_exp
         r#"{"worker":"node7:4242:00000000deadbeef","host":"node7","node":"other-boot","pid":4242,"what":"a/CalTech","acquired_unix":1,"token":"0123456789abcdef0123456789abcdef"}"#,
     );
     let started = std::time::Instant::now();
-    let mut child = env
+    let child = env
         .run_command(&["--threads", "1", "--lease", "4"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
