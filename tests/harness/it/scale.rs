@@ -505,33 +505,35 @@ fn a_claim_from_another_machine_is_waited_for_then_taken_over_when_its_lease_exp
         "out/a/.claims/CalTech.claim",
         r#"{"worker":"node7:4242:00000000deadbeef","host":"node7","node":"other-boot","pid":4242,"what":"a/CalTech","acquired_unix":1,"token":"0123456789abcdef0123456789abcdef"}"#,
     );
-    let started = std::time::Instant::now();
     let child = env
-        .run_command(&["--threads", "1", "--lease", "4"])
+        .run_command(&["--threads", "1", "--lease", "6"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     // Alive for now: keep its heartbeat going for 3 s; the worker waits.
-    for _ in 0..6 {
+    let mut last_beat = std::time::Instant::now();
+    for _ in 0..10 {
         std::fs::File::options()
             .write(true)
             .open(&claim)
             .unwrap()
             .set_modified(std::time::SystemTime::now())
             .unwrap();
-        std::thread::sleep(Duration::from_millis(500));
+        last_beat = std::time::Instant::now();
+        std::thread::sleep(Duration::from_millis(300));
         assert!(
             env.results().is_empty(),
             "ran while another machine held the unit"
         );
     }
-    // Then it dies: after the 4-s lease the claim is taken over and the unit done once.
+    // Then it dies: after the 6-s lease the claim is taken over and the unit done once.
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
+    // Taken over (and then done) no sooner than a lease after the last heartbeat.
     assert!(
-        started.elapsed() >= Duration::from_secs(7),
+        last_beat.elapsed() >= Duration::from_secs(6),
         "took over before the lease ran out"
     );
     assert!(
