@@ -417,12 +417,17 @@ fn bf16_inference_is_an_encoder_option_with_its_own_cache_entry_and_close_number
 #[test]
 fn a_large_split_is_encoded_in_shards_an_idle_worker_helps_with_and_the_bits_are_the_same() {
     let env = Env::new();
-    env.fixture("CalTech-101", 3, 32, 6, IMAGE_SIZE);
+    // Enough work (18 shards at 96 px) that the idle worker, which must first load the
+    // encoder, gets to some of them even on a loaded machine.
+    env.fixture("CalTech-101", 3, 48, 6, IMAGE_SIZE);
     env.write(
         "experiments.yaml",
         &experiment_list(resnet18_weights(), "resnet18").replace("probe:", "a:"),
     );
-    env.write("virb.yaml", &job("CalTech", "CalTech-101", &["c1"], 3));
+    env.write(
+        "virb.yaml",
+        &job("CalTech", "CalTech-101", &["c1"], 3).replace("image_size: 64", "image_size: 96"),
+    );
     let run = |out: &str, extra: &[&str]| {
         let base = [
             "run",
@@ -443,7 +448,7 @@ fn a_large_split_is_encoded_in_shards_an_idle_worker_helps_with_and_the_bits_are
     run("one", &["--devices", "cpu"]);
     let r2 = run("two", &["--devices", "cpu,cpu", "--shard-samples", "8"]);
     assert!(
-        r2.stderr.contains("96 samples in 12 shards of 8"),
+        r2.stderr.contains("144 samples in 18 shards of 8"),
         "{}",
         r2.stderr
     );
