@@ -76,6 +76,23 @@ pub fn surveyed<T>(
         registry,
         pool,
     };
+    // A pattern that selects nothing is a typo, not a run with nothing to do.
+    for pattern in &opts.only {
+        let hits = experiments.iter().any(|e| {
+            virb.jobs
+                .keys()
+                .any(|j| crate::survey::selected(std::slice::from_ref(pattern), &e.name, j))
+        });
+        if !hits {
+            let exps: Vec<&str> = experiments.iter().map(|e| e.name.as_str()).collect();
+            let jobs: Vec<&str> = virb.jobs.keys().map(String::as_str).collect();
+            return Err(SetupError::Other(format!(
+                "--only {pattern}: no (experiment, job) matches; experiments: {}; jobs: {} (write EXP/JOB, EXP or */JOB)",
+                exps.join(", "),
+                jobs.join(", ")
+            )));
+        }
+    }
     let survey = crate::survey::survey(&ctx, &experiments, &virb);
     Ok(then(&ctx, &survey))
 }

@@ -20,7 +20,7 @@ use crate::config::JobConfig;
 use crate::drive::run_job;
 use crate::outdir;
 use crate::plan::{Ctx, ExpCtx};
-use crate::records::{complete_result, complete_row, failed_row, row_of};
+use crate::records::{complete_result, complete_row, failed_row, row_of, verified_row};
 use crate::survey::{Survey, Unit};
 use crate::table::Row;
 use serde::{Deserialize, Serialize};
@@ -206,10 +206,13 @@ fn settled(ctx: &Ctx<'_>, survey: &Survey<'_>, u: &Unit<'_>) -> Option<Vec<Row>>
             .configs
             .iter()
             .map(|c| {
-                complete_row(
-                    &outdir::result_dir(&ctx.opts.out, exp, u.job_name, &c.name),
-                    &c.hash,
-                )
+                let dir = outdir::result_dir(&ctx.opts.out, exp, u.job_name, &c.name);
+                // The survey verified this result's heads already.
+                if c.done {
+                    verified_row(&dir, &c.hash)
+                } else {
+                    complete_row(&dir, &c.hash)
+                }
             })
             .collect();
         if let Some(rows) = rows {

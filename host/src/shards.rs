@@ -257,13 +257,13 @@ fn help_one(
         weights_sha256: sha.clone(),
         encoder: std::cell::OnceCell::new(),
     };
-    let plan = JobPlan {
+    let job_plan = JobPlan {
         name: unit.job_name,
         job: unit.job,
         task,
         identity: job_identity(ctx, &ec, task, unit.job),
     };
-    let ds = plan.open_split(ctx, split)?;
+    let ds = job_plan.open_split(ctx, split)?;
     let id = EncoderId {
         exp: es.exp,
         entry,
@@ -271,7 +271,7 @@ fn help_one(
     };
     let whole = key(&id, task, unit.job, split, &ds)?;
     let batch = unit.job.eval_batch_size() as usize;
-    let Some(shards) = plan_for(req, batch) else {
+    let Some(shards) = plan(req.samples, req.shard, batch) else {
         return Ok(0);
     };
     if shards.iter().all(|r| cache.has(&shard_key(&whole, r))) {
@@ -293,9 +293,4 @@ fn help_one(
         range: None,
     };
     encode_free_shards(ctx, cache, &whole, &shards, &ds, &er)
-}
-
-/// The requester's shards, recomputed from its request.
-fn plan_for(req: &Request, batch: usize) -> Option<Vec<Range<usize>>> {
-    plan(req.samples, req.shard, batch)
 }

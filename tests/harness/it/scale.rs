@@ -138,6 +138,10 @@ fn plan_lists_every_config_and_all_problems_before_any_work() {
     );
     assert!(run.stderr.contains("--keep-going"), "{}", run.stderr);
     assert!(env.results().is_empty());
+    // A misspelt --only selects nothing: an error, not an empty run.
+    let typo = env.run_with(&["--only", "a/Caltech"]);
+    assert_eq!(typo.code, 2, "{}", typo.stderr);
+    assert!(typo.stderr.contains("--only a/Caltech: no (experiment, job) matches; experiments: a, b, gone; jobs: CalTech, Pets"), "{}", typo.stderr);
     // --keep-going runs the rest.
     let run = env.run_with(&["--keep-going"]);
     assert_eq!(run.code, 1, "{}", run.stderr);
