@@ -22,4 +22,4 @@ for p in "${plugins[@]}"; do
   cp "$target/$lib" "$target/plugins/.$lib.tmp"
   mv "$target/plugins/.$lib.tmp" "$target/plugins/$lib"
 done
-echo "built $target/virb-host with plugins in $target/plugins" >&2
+echo "built $target/virb-host (the launcher), $target/virb-host-core and the plugins in $target/plugins" >&2

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One prepared check of virb on a GPU machine that has PyTorch 2.11 and no Rust toolchain.
 #
-# Run it from a copy of the repository root in which target/release/virb-host and
+# Run it from a copy of the repository root in which target/release/virb-host, virb-host-core and
 # target/release/plugins/*.so were built elsewhere (`scripts/build.sh release`) and carried over.
 # The binaries' rpath names the build machine's libtorch, so this script points LD_LIBRARY_PATH at
 # the local PyTorch's torch/lib (the same libtorch 2.11.0 wheel).
@@ -69,7 +69,7 @@ started="$(now)"
 echo "gpu-check: repository $root, output $out, work $work"
 
 step "1. environment"
-[ -x "$host" ] || { echo "GPU CHECK FAILED: $host missing: build it with scripts/build.sh release and carry target/release/virb-host and target/release/plugins"; exit 1; }
+[ -x "$host" ] || { echo "GPU CHECK FAILED: $host missing: build it with scripts/build.sh release and carry target/release/virb-host, target/release/virb-host-core and target/release/plugins"; exit 1; }
 ls target/release/plugins/*.so >/dev/null 2>&1 || echo "note: no plugins in target/release/plugins (VIRB_PLUGINS_DIR: ${VIRB_PLUGINS_DIR:-unset})"
 torch_dir="$("$python" -c 'import torch, os; print(os.path.dirname(torch.__file__))')"
 export LD_LIBRARY_PATH="$torch_dir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"

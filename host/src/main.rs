@@ -26,6 +26,7 @@ mod plugins;
 mod preflight;
 mod progress;
 mod records;
+mod rerun_stamp;
 mod run_args;
 mod run_cmd;
 mod runner;

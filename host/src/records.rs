@@ -94,12 +94,12 @@ pub(crate) fn complete_result(dir: &Path, hash: &str) -> Option<ResultRecord> {
 pub(crate) fn verified_row(dir: &Path, hash: &str) -> Option<Row> {
     let path = outdir::results_file(dir);
     let r = ResultRecord::read(&path).ok()?;
-    (r.config_hash == hash).then(|| row_of(&r, &r.path, "done earlier: "))
+    (r.config_hash == hash).then(|| row_of(&r, &r.path, crate::table::DONE_EARLIER))
 }
 
 /// The row of [`complete_result`].
 pub(crate) fn complete_row(dir: &Path, hash: &str) -> Option<Row> {
-    complete_result(dir, hash).map(|r| row_of(&r, &r.path, "done earlier: "))
+    complete_result(dir, hash).map(|r| row_of(&r, &r.path, crate::table::DONE_EARLIER))
 }
 
 /// Checks every head a result names against the SHA-256 recorded with it.

@@ -142,12 +142,20 @@ pub(crate) fn run(args: &RunArgs, plugin_flags: &[PathBuf]) -> ExitCode {
     });
     match runner::run(&opts, &reg, launch.as_ref()) {
         Ok(summary) => {
-            println!("{}", table::table(&summary.rows));
-            if summary.rows.iter().any(|r| r.selected) {
-                println!(
-                    "* selected config of its job (see <out>/<experiment>/<job>.selection.json)"
-                );
-            }
+            let printed = |rows: &[table::Row]| {
+                let mut text = format!("{}\n", table::table(rows));
+                if rows.iter().any(|r| r.selected) {
+                    text.push_str(
+                        "* selected config of its job (see <out>/<experiment>/<job>.selection.json)\n",
+                    );
+                }
+                text
+            };
+            print!("{}", printed(&summary.rows));
+            let complete = summary.failures == 0 && !args.force;
+            // An identical rerun finds every result done earlier, and says so.
+            let rerun = printed(&table::as_rerun(&summary.rows));
+            crate::rerun_stamp::update(&opts, &reg, &rerun, complete);
             if let Some(cache) = &opts.cache {
                 match cache.usage() {
                     Ok(u) => eprintln!("feature cache: {u} in {}", cache.dir().display()),
@@ -166,6 +174,7 @@ pub(crate) fn run(args: &RunArgs, plugin_flags: &[PathBuf]) -> ExitCode {
             }
         }
         Err(e) => {
+            crate::rerun_stamp::update(&opts, &reg, "", false);
             eprintln!("error: {e}");
             ExitCode::from(SETUP_FAILED)
         }

@@ -316,7 +316,7 @@ pub(crate) fn rows_on_disk(
     let prefix = if marker.is_some() {
         ""
     } else {
-        "done earlier: "
+        crate::table::DONE_EARLIER
     };
     let exp = &survey.experiments[u.exp].exp.name;
     if let Some(p) = &u.problem {

@@ -19,6 +19,22 @@ pub struct Row {
     pub selected: bool,
 }
 
+/// The note's prefix of a result found complete, not made by this run.
+pub(crate) const DONE_EARLIER: &str = "done earlier: ";
+
+/// The rows as an identical rerun would show them: every result done earlier.
+pub(crate) fn as_rerun(rows: &[Row]) -> Vec<Row> {
+    rows.iter()
+        .map(|r| {
+            let mut r = r.clone();
+            if !r.note.starts_with(DONE_EARLIER) {
+                r.note = format!("{DONE_EARLIER}{}", r.note);
+            }
+            r
+        })
+        .collect()
+}
+
 /// Formats rows as an aligned text table.
 pub fn table(rows: &[Row]) -> String {
     let header = ["experiment", "job", "config", "metric", "value", "result"];

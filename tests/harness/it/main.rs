@@ -18,6 +18,7 @@ mod flow;
 mod hardening;
 mod plugins;
 mod reference;
+mod rerun;
 mod scale;
 mod segmentation;
 mod slurm;

@@ -240,6 +240,7 @@ fn make_weights(name: &str, version: &str, extra: &[&str]) -> PathBuf {
             dir,
             &[&data],
             &plugins_dir_of(&OWN_PLUGINS, dir),
+            false,
         );
         assert!(out.ok(), "{}", out.stderr);
         let size = IMAGE_SIZE.to_string();
@@ -287,20 +288,26 @@ impl Output {
     }
 }
 
-fn host(args: &[&str], cwd: &Path, paths: &[&Path], plugins: &Path) -> Output {
-    let out = Command::new(host_bin())
-        .arg("--plugins-dir")
+fn host(args: &[&str], cwd: &Path, paths: &[&Path], plugins: &Path, stamps: bool) -> Output {
+    let mut cmd = Command::new(host_bin());
+    cmd.arg("--plugins-dir")
         .arg(plugins)
         .args(args)
         .args(paths)
         .current_dir(cwd)
         .env_remove("RUST_BACKTRACE")
         .env("NO_COLOR", "1")
-        // Each test folder has its own feature cache, and no site config of the user's.
+        // Each test folder has its own feature cache, rerun stamps, and no site config of the
+        // user's.
         .env("VIRB_FEATURE_CACHE", cwd.join("cache"))
         .env("XDG_CONFIG_HOME", cwd.join(".config"))
-        .output()
-        .unwrap();
+        .env("VIRB_RERUN_DIR", cwd.join("reruns"));
+    if !stamps {
+        // A test's identical reruns check what the run does (skips, verifications, messages),
+        // not the launcher's answer from a stamp: `it/rerun.rs` checks that.
+        cmd.env("VIRB_NO_RERUN_STAMP", "1");
+    }
+    let out = cmd.output().unwrap();
     Output {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -342,7 +349,12 @@ impl Env {
 
     /// Runs `virb-host` in the folder.
     pub fn host(&self, args: &[&str]) -> Output {
-        host(args, self.dir.path(), &[], &self.plugins)
+        host(args, self.dir.path(), &[], &self.plugins, false)
+    }
+
+    /// Runs `virb-host` in the folder with rerun stamps on (in `reruns/`).
+    pub fn host_stamped(&self, args: &[&str]) -> Output {
+        host(args, self.dir.path(), &[], &self.plugins, true)
     }
 
     /// Writes a CalTech-101 fixture under `data/`.
@@ -426,7 +438,8 @@ impl Env {
             .current_dir(self.dir.path())
             .env("NO_COLOR", "1")
             .env("VIRB_FEATURE_CACHE", self.dir.path().join("cache"))
-            .env("XDG_CONFIG_HOME", self.dir.path().join(".config"));
+            .env("XDG_CONFIG_HOME", self.dir.path().join(".config"))
+            .env("VIRB_NO_RERUN_STAMP", "1");
         cmd
     }
 
