@@ -76,3 +76,19 @@ pub fn no_extension() -> ExtensionResult {
 /// at all is an `RErr`. `virb-host inspect` asks every encoder factory for it, and falls back to a
 /// strict `load` on the CPU (and its error text) when a plugin answers "not offered".
 pub const ENCODER_CHECK_WEIGHTS: &str = "virb.encoder.check_weights/v1";
+
+/// Head capability: the head is exactly a linear classifier, so the host may train several of
+/// them (a grid's configs) as one stacked computation instead of calling each head. Call JSON:
+/// `null`. Reply JSON: `{"input": "<feature name>", "weight": "<parameter name>", "bias":
+/// "<parameter name>"}`, promising that
+///
+/// * `forward` flattens the named feature to `[B, D]` in float32 and returns
+///   `x · weightᵀ + bias` (`weight` `[C, D]`, `bias` `[C]`, both among `parameters()`, and
+///   the only ones);
+/// * `loss` is the mean softmax cross-entropy of those logits against class indices `[B]` (an
+///   index outside `0..C` is an error);
+/// * the metric only reads the logits and targets it is given.
+///
+/// A head that cannot promise all of it (another architecture, several frames, a custom loss)
+/// answers "not offered", and the host calls it one by one.
+pub const HEAD_LINEAR_CLASSIFIER: &str = "virb.head.linear_classifier/v1";

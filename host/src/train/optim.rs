@@ -7,10 +7,10 @@ use tch::Tensor;
 /// Adam or SGD over a list of parameters, updated in place.
 pub struct Optimizer {
     pub(super) params: Vec<Tensor>,
-    kind: OptimizerKind,
-    weight_decay: f64,
-    momentum: f64,
-    nesterov: bool,
+    pub(super) kind: OptimizerKind,
+    pub(super) weight_decay: f64,
+    pub(super) momentum: f64,
+    pub(super) nesterov: bool,
     /// Adam: first and second moments; SGD: momentum buffers (first only).
     pub(super) m: Vec<Option<Tensor>>,
     pub(super) v: Vec<Option<Tensor>>,

@@ -106,7 +106,24 @@ pub fn train_pass(
                 None
             });
         }
-        let trainees_len = trainees.iter().filter(|t| t.active()).count();
+        // Linear classifier heads of a grid train stacked; the others one by one.
+        let mut stacks = super::stacked::build(trainees, epoch)?;
+        if epoch == resumed && !stacks.is_empty() {
+            let heads: usize = stacks.iter().map(|s| s.len()).sum();
+            eprintln!(
+                "{}: {heads} linear heads train stacked, in {} group(s) of one optimiser family",
+                pass.label,
+                stacks.len()
+            );
+        }
+        let alone: Vec<bool> = (0..trainees.len())
+            .map(|i| !stacks.iter().any(|s| s.holds(i)))
+            .collect();
+        let trainees_len = trainees
+            .iter()
+            .zip(&alone)
+            .filter(|(t, a)| **a && t.active())
+            .count();
         let label = pass.label.as_str();
         let context = SampleContext {
             augment: true,
@@ -117,6 +134,12 @@ pub fn train_pass(
             let refs = as_refs(&batch.features);
             let target = TensorRef::of(&batch.target);
             let hw = batch.input_hw;
+            for stack in &mut stacks {
+                if let Err(e) = stack.train_step(trainees, &mut metrics, &refs, target, epoch) {
+                    eprintln!("{label}: stopped: {e}");
+                    stack.fail(trainees, &e.to_string());
+                }
+            }
             // Each head's step is independent of the others': on the CPU they run in parallel
             // (the numbers are the same as one after the other).
             let step = |(t, metric): (&mut Trainee, &mut Option<MetricBox>)| {
@@ -128,7 +151,12 @@ pub fn train_pass(
                     t.stop = Some(stop);
                 }
             };
-            let work = trainees.iter_mut().zip(metrics.iter_mut());
+            let work = trainees
+                .iter_mut()
+                .zip(metrics.iter_mut())
+                .zip(&alone)
+                .filter(|(_, a)| **a)
+                .map(|(w, _)| w);
             if pass.device == Device::Cpu && trainees_len > 1 {
                 work.collect::<Vec<_>>().into_par_iter().for_each(step);
             } else {
@@ -137,6 +165,9 @@ pub fn train_pass(
             Ok(())
         };
         train.for_each_batch(&order, bs as usize, pass.device, context, &mut sink)?;
+        for stack in &stacks {
+            stack.write_back(trainees)?;
+        }
         let mut summary = String::new();
         for (i, t) in trainees.iter_mut().enumerate() {
             let Some(metric) = metrics[i].take().filter(|_| t.active()) else {

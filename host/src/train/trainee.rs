@@ -89,14 +89,14 @@ pub struct Trainee {
     /// The head.
     pub head: HeadBox,
     pub(super) opt: Optimizer,
-    schedule: Schedule,
+    pub(super) schedule: Schedule,
     pub(super) stop: Option<Stop>,
     pub(super) history: Vec<EpochRecord>,
     pub(super) step: u64,
     pub(super) busy_s: f64,
     /// This epoch's per-step losses (on the device) and batch sizes: read once at the end of the
     /// epoch, so that training never waits for the device between steps.
-    epoch_losses: Vec<(Tensor, i64)>,
+    pub(super) epoch_losses: Vec<(Tensor, i64)>,
     log: Option<virb_tensorboard::EventWriter>,
     log_error: bool,
 }
@@ -146,7 +146,7 @@ impl Trainee {
         Ok(())
     }
 
-    fn scalar(&mut self, tag: &str, step: i64, value: f64) {
+    pub(super) fn scalar(&mut self, tag: &str, step: i64, value: f64) {
         if let Some(log) = &mut self.log {
             if let Err(e) = log.add_scalar(tag, step, value) {
                 if !self.log_error {

@@ -4,10 +4,11 @@ use tch::nn::{self, Module};
 use virb_plugin_api::{
     abi_stable::{
         sabi_trait::TD_Opaque,
-        std_types::{RResult, RSlice, RVec},
+        std_types::{ROption, RResult, RSlice, RStr, RVec},
     },
-    guard, parse_device, ForwardContext, Head, HeadRequest, MetricBox, NamedTensor, NamedTensorRef,
-    PluginError, Tensor, TensorRef,
+    guard, no_extension, parse_device, ExtensionCall, ExtensionReply, ExtensionResult,
+    ForwardContext, Head, HeadRequest, MetricBox, NamedTensor, NamedTensorRef, PluginError, Tensor,
+    TensorRef, HEAD_LINEAR_CLASSIFIER,
 };
 
 /// A classifier over the `embedding` output: `Linear(D, C)` when the sample has one frame (ViRB's
@@ -18,6 +19,8 @@ pub struct ClassifierHead {
     vs: nn::VarStore,
     net: nn::Sequential,
     input_width: i64,
+    /// One frame: a single `Linear` layer (which the host may stack with others').
+    linear: bool,
 }
 
 impl ClassifierHead {
@@ -66,6 +69,7 @@ impl ClassifierHead {
             vs,
             net,
             input_width: frames * width,
+            linear: frames == 1,
         })
     }
 
@@ -167,6 +171,15 @@ impl Head for ClassifierHead {
 
     fn new_metric(&self) -> RResult<MetricBox, PluginError> {
         RResult::ROk(MetricBox::from_value(Accuracy::default(), TD_Opaque))
+    }
+
+    fn extension(&self, name: RStr<'_>, _call: ExtensionCall) -> ExtensionResult {
+        if name.as_str() == HEAD_LINEAR_CLASSIFIER && self.linear {
+            return RResult::ROk(ROption::RSome(ExtensionReply::json(
+                r#"{"input": "embedding", "weight": "head.weight", "bias": "head.bias"}"#,
+            )));
+        }
+        no_extension()
     }
 }
 

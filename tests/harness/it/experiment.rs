@@ -528,3 +528,83 @@ fn report_writes_tables_and_plots_from_results() {
     assert!(csv.lines().count() >= 2, "{csv}");
     assert!(Path::new(&env.path("out/report/heatmap.png")).exists());
 }
+
+#[test]
+fn a_grid_of_linear_heads_trained_stacked_gives_the_numbers_of_training_them_one_by_one() {
+    // Two Adam heads (one with a Poly schedule, one with weight decay), three SGD heads with
+    // momentum (one Nesterov, one OneCycle) and one plain SGD head: four optimiser families.
+    let configs = "    adam-a: {optimizer: adam, lr: 0.001}\n    adam-b: {optimizer: adam, lr: 0.003, scheduler: {type: Poly, exponent: 0.9}}\n    adam-wd-a: {optimizer: adam, lr: 0.002, weight_decay: 0.01}\n    adam-wd-b: {optimizer: adam, lr: 0.0005, weight_decay: 0.001}\n    sgd-a: {optimizer: sgd, lr: 0.05, momentum: 0.9}\n    sgd-b: {optimizer: sgd, lr: 0.02, momentum: 0.8, scheduler: {type: StepLR, step_size: 2, gamma: 0.5}}\n    sgd-c: {optimizer: sgd, lr: 0.05, scheduler: {type: OneCycle, pct_start: 0.25}}\n    plain-a: {optimizer: sgd, lr: 0.1}\n    plain-b: {optimizer: sgd, lr: 0.05}\n";
+    let text = job(configs, "  num_epochs: 6\n  validation_fraction: 0.25\n");
+    let stacked = env();
+    stacked.write("virb.yaml", &text);
+    let out = stacked.run();
+    ok(&out);
+    assert!(
+        out.stderr
+            .contains("9 linear heads train stacked, in 4 group(s)"),
+        "{}",
+        out.stderr
+    );
+    let alone = env();
+    alone.write("virb.yaml", &text);
+    let out = alone
+        .run_command(&[])
+        .env("VIRB_STACK_HEADS", "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("train stacked"), "{stderr}");
+    let close = |a: f64, b: f64, what: &str| {
+        assert!(
+            (a - b).abs() <= 1e-4 * a.abs().max(b.abs()) + 1e-6,
+            "{what}: stacked {a} vs one by one {b}"
+        );
+    };
+    for cfg in [
+        "adam-a",
+        "adam-b",
+        "adam-wd-a",
+        "adam-wd-b",
+        "sgd-a",
+        "sgd-b",
+        "sgd-c",
+        "plain-a",
+        "plain-b",
+    ] {
+        let (s, a) = (result(&stacked, cfg), result(&alone, cfg));
+        let (rs, ra) = (&s["runs"][0], &a["runs"][0]);
+        assert_eq!(rs["steps"], ra["steps"], "{cfg}");
+        close(
+            rs["test_loss"].as_f64().unwrap(),
+            ra["test_loss"].as_f64().unwrap(),
+            cfg,
+        );
+        close(
+            rs["train_loss"].as_f64().unwrap(),
+            ra["train_loss"].as_f64().unwrap(),
+            cfg,
+        );
+        assert_eq!(s["test_metrics"], a["test_metrics"], "{cfg}");
+    }
+    // Every epoch's training and validation loss (TensorBoard), which the selection reads.
+    let (ts, ta) = (
+        read_tensorboard(&stacked.path("out")),
+        read_tensorboard(&alone.path("out")),
+    );
+    for cfg in ["adam-b", "adam-wd-a", "sgd-b", "sgd-c", "plain-b"] {
+        let run = format!("probe/CalTech-101-{cfg}/seed-0");
+        for tag in ["train/loss", "val/loss", "batch/lr"] {
+            let (a, b) = (series(&ts, &run, tag), series(&ta, &run, tag));
+            assert_eq!(a.len(), b.len(), "{cfg} {tag}");
+            for ((_, x), (_, y)) in a.iter().zip(&b) {
+                close(*x, *y, &format!("{cfg} {tag}"));
+            }
+        }
+    }
+    // The grid's selection picks the same config either way.
+    let sel = |e: &Env| {
+        read_json(&e.path("out/probe/CalTech-101.selection.json"))["selected_config"].clone()
+    };
+    assert_eq!(sel(&stacked), sel(&alone));
+}

@@ -1,0 +1,440 @@
+//! A grid's linear classifier heads trained as one stacked computation: the heads that answer
+//! plugin-api's [`HEAD_LINEAR_CLASSIFIER`] and share an optimiser family are concatenated, so
+//! that each batch is one matrix product, one loss and one backward pass for all of them, and one
+//! optimiser update over their concatenated parameters with each head's learning rate, momentum,
+//! weight decay and bias corrections in per-row tensors. Each head keeps its own loss, metric,
+//! schedule, TensorBoard scalars and step count; after every epoch the parameters and optimiser
+//! state are written back to the heads, so validation, checkpoints, selection and results see
+//! plain heads.
+//!
+//! The arithmetic is PyTorch's Adam and SGD, element for element; only the summation order of the
+//! loss and of the bias gradient differs from a head trained alone, so the numbers agree to float
+//! rounding (a test compares them), not bit for bit. `VIRB_STACK_HEADS=0` trains every head one by
+//! one, bit-identical to a config trained alone.
+use super::optim::Optimizer;
+use super::trainee::Trainee;
+use crate::config::OptimizerKind;
+use crate::error::{plugin, JobError};
+use std::time::Instant;
+use tch::{Kind, Tensor};
+use virb_plugin_api::{
+    abi_stable::std_types::{ROption, RResult, RStr},
+    ExtensionCall, MetricBox, NamedTensorRef, TensorRef, HEAD_LINEAR_CLASSIFIER,
+};
+
+/// Set to `0` to train every head one by one.
+pub const ENV: &str = "VIRB_STACK_HEADS";
+
+const ADAM_BETA1: f64 = 0.9;
+const ADAM_BETA2: f64 = 0.999;
+const ADAM_EPS: f64 = 1e-8;
+
+/// What a head answered to [`HEAD_LINEAR_CLASSIFIER`].
+#[derive(serde::Deserialize)]
+struct Linear {
+    input: String,
+    weight: String,
+    bias: String,
+}
+
+/// One head of a stack: its trainee and the positions of its weight and bias among the
+/// optimiser's parameters.
+struct Member {
+    trainee: usize,
+    weight: usize,
+    bias: usize,
+}
+
+/// Heads that can share one update: the same optimiser family and state, input and shapes.
+#[derive(PartialEq, Clone)]
+struct Key {
+    kind: OptimizerKind,
+    nesterov: bool,
+    uses_momentum: bool,
+    weight_decay: bool,
+    has_state: bool,
+    input: String,
+    shape: Vec<i64>,
+}
+
+/// Several heads' parameters and optimiser state, concatenated along the classes.
+pub(super) struct Stack {
+    members: Vec<Member>,
+    key: Key,
+    classes: i64,
+    weight: Tensor,
+    bias: Tensor,
+    /// Adam's first moments or SGD's momentum buffers (weight, bias).
+    m: Option<(Tensor, Tensor)>,
+    /// Adam's second moments (weight, bias).
+    v: Option<(Tensor, Tensor)>,
+    step: i32,
+}
+
+/// The stacks of this epoch: groups of two or more active heads that can share an update (a
+/// head alone gains nothing and trains as before). Empty when `VIRB_STACK_HEADS=0`.
+pub(super) fn build(trainees: &[Trainee], epoch: u32) -> Result<Vec<Stack>, JobError> {
+    if std::env::var(ENV).is_ok_and(|v| v == "0") {
+        return Ok(Vec::new());
+    }
+    let mut groups: Vec<(Key, Vec<Member>)> = Vec::new();
+    for (i, t) in trainees.iter().enumerate() {
+        if !t.active() {
+            continue;
+        }
+        let Some((key, member)) = describe(t, i, epoch)? else {
+            continue;
+        };
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, members)) => members.push(member),
+            None => groups.push((key, vec![member])),
+        }
+    }
+    let mut stacks = Vec::new();
+    for (key, members) in groups.into_iter().filter(|(_, m)| m.len() > 1) {
+        stacks.push(Stack::new(trainees, key, members)?);
+    }
+    Ok(stacks)
+}
+
+/// A trainee's key and member entry, when its head is a plain linear classifier.
+fn describe(t: &Trainee, index: usize, epoch: u32) -> Result<Option<(Key, Member)>, JobError> {
+    let reply = match t.head.extension(
+        RStr::from(HEAD_LINEAR_CLASSIFIER),
+        ExtensionCall::json("null"),
+    ) {
+        RResult::ROk(ROption::RSome(reply)) => reply,
+        RResult::ROk(ROption::RNone) => return Ok(None),
+        RResult::RErr(e) => return Err(JobError::Plugin(e)),
+    };
+    let Ok(linear) = serde_json::from_str::<Linear>(reply.json.as_str()) else {
+        return Ok(None);
+    };
+    let names: Vec<String> = plugin(t.head.parameters())?
+        .iter()
+        .map(|nt| nt.name.to_string())
+        .collect();
+    let opt = &t.opt;
+    let find = |n: &str| names.iter().position(|x| x == n);
+    let (Some(weight), Some(bias)) = (find(&linear.weight), find(&linear.bias)) else {
+        return Ok(None);
+    };
+    if names.len() != 2 || opt.params.len() != 2 {
+        return Ok(None);
+    }
+    let (w, b) = (&opt.params[weight], &opt.params[bias]);
+    let shape = w.size();
+    if shape.len() != 2 || b.size() != [shape[0]] || w.kind() != Kind::Float {
+        return Ok(None);
+    }
+    let (_, momentum) = t.schedule.at(epoch, t.step);
+    let key = Key {
+        kind: opt.kind,
+        nesterov: opt.nesterov,
+        uses_momentum: momentum.unwrap_or(opt.momentum) != 0.0,
+        weight_decay: opt.weight_decay != 0.0,
+        has_state: opt.m[weight].is_some(),
+        input: linear.input,
+        shape,
+    };
+    Ok(Some((
+        key,
+        Member {
+            trainee: index,
+            weight,
+            bias,
+        },
+    )))
+}
+
+fn cat(parts: &[Tensor]) -> Result<Tensor, JobError> {
+    Ok(Tensor::f_cat(parts, 0)?.f_detach()?)
+}
+
+impl Stack {
+    fn new(trainees: &[Trainee], key: Key, members: Vec<Member>) -> Result<Stack, JobError> {
+        let take = |f: &dyn Fn(&Optimizer, &Member) -> Option<Tensor>| {
+            let parts: Option<Vec<Tensor>> = members
+                .iter()
+                .map(|m| f(&trainees[m.trainee].opt, m))
+                .collect();
+            parts.map(|p| cat(&p)).transpose()
+        };
+        let weight = take(&|o, m| Some(o.params[m.weight].shallow_clone()))?
+            .ok_or_else(|| JobError::Other("empty stack".into()))?
+            .f_set_requires_grad(true)?;
+        let bias = take(&|o, m| Some(o.params[m.bias].shallow_clone()))?
+            .ok_or_else(|| JobError::Other("empty stack".into()))?
+            .f_set_requires_grad(true)?;
+        let pair = |a: Option<Tensor>, b: Option<Tensor>| a.zip(b);
+        let m = pair(
+            take(&|o, m| o.m[m.weight].as_ref().map(Tensor::shallow_clone))?,
+            take(&|o, m| o.m[m.bias].as_ref().map(Tensor::shallow_clone))?,
+        );
+        let v = pair(
+            take(&|o, m| o.v[m.weight].as_ref().map(Tensor::shallow_clone))?,
+            take(&|o, m| o.v[m.bias].as_ref().map(Tensor::shallow_clone))?,
+        );
+        let step = trainees[members[0].trainee].opt.step;
+        Ok(Stack {
+            classes: key.shape[0],
+            members,
+            key,
+            weight,
+            bias,
+            m,
+            v,
+            step,
+        })
+    }
+
+    /// Heads in the stack.
+    pub(super) fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether trainee `i` trains in this stack.
+    pub(super) fn holds(&self, i: usize) -> bool {
+        self.members.iter().any(|m| m.trainee == i)
+    }
+
+    /// A per-head value for every row of the stacked bias (`[H*C]`).
+    fn rows(&self, values: &[f64]) -> Result<Tensor, JobError> {
+        let v: Vec<f32> = values.iter().map(|&x| x as f32).collect();
+        Ok(Tensor::f_from_slice(&v)?
+            .f_to_device(self.weight.device())?
+            .f_repeat_interleave_self_int(self.classes, 0, None)?)
+    }
+
+    /// One optimiser step of every head on a batch. An error stops every head of the stack
+    /// (the same error would have stopped each of them alone).
+    pub(super) fn train_step(
+        &mut self,
+        trainees: &mut [Trainee],
+        metrics: &mut [Option<MetricBox>],
+        features: &[NamedTensorRef<'_>],
+        target: TensorRef<'_>,
+        epoch: u32,
+    ) -> Result<(), JobError> {
+        if !trainees[self.members[0].trainee].active() {
+            // Stopped by an earlier batch's error.
+            return Ok(());
+        }
+        let t0 = Instant::now();
+        let heads = self.members.len() as i64;
+        let classes = self.classes;
+        let emb = features
+            .iter()
+            .find(|f| f.name.as_str() == self.key.input)
+            .ok_or_else(|| JobError::Other(format!("no `{}` feature given", self.key.input)))?
+            .tensor
+            .shallow_clone();
+        let n = emb.size().first().copied().unwrap_or(0);
+        let x = emb.f_to_kind(Kind::Float)?.f_reshape([n, -1])?;
+        if x.size().get(1) != self.key.shape.get(1) {
+            return Err(JobError::Other(format!(
+                "head expects {:?} input features per sample, got embedding of shape {:?}",
+                self.key.shape.get(1),
+                emb.size()
+            )));
+        }
+        let y = target
+            .shallow_clone()
+            .f_to_device(x.device())?
+            .f_to_kind(Kind::Int64)?;
+        let (lo, hi) = (i64::try_from(&y.f_min()?)?, i64::try_from(&y.f_max()?)?);
+        if lo < 0 || hi >= classes {
+            return Err(JobError::Other(format!(
+                "class index {} out of range for a head with {classes} outputs",
+                if lo < 0 { lo } else { hi }
+            )));
+        }
+        let out = self.bias.f_addmm(&x, &self.weight.f_tr()?)?;
+        let picked = out
+            .f_view([n, heads, classes])?
+            .f_log_softmax(-1, Kind::Float)?
+            .f_gather(
+                2,
+                &y.f_view([n, 1, 1])?.f_expand([n, heads, 1], false)?,
+                false,
+            )?
+            .f_squeeze_dim(2)?;
+        let losses = picked.f_mean_dim(0, false, Kind::Float)?.f_neg()?;
+        losses.f_sum(Kind::Float)?.f_backward()?;
+        let mut lr = Vec::with_capacity(heads as usize);
+        let mut momentum = Vec::with_capacity(heads as usize);
+        for m in &self.members {
+            let t = &trainees[m.trainee];
+            let (l, mom) = t.schedule.at(epoch, t.step);
+            lr.push(l);
+            momentum.push(mom);
+        }
+        self.update(trainees, &lr, &momentum)?;
+        let out = out.f_detach()?;
+        let losses = losses.f_detach()?;
+        let share = t0.elapsed().as_secs_f64() / heads as f64;
+        for (j, m) in self.members.iter().enumerate() {
+            let t = &mut trainees[m.trainee];
+            t.epoch_losses.push((losses.f_select(0, j as i64)?, n));
+            if let Some(metric) = metrics[m.trainee].as_mut() {
+                let logits = out.f_narrow(1, j as i64 * classes, classes)?;
+                plugin(metric.update(TensorRef::of(&logits), target))?;
+            }
+            let step = t.step as i64;
+            t.scalar("batch/lr", step, lr[j]);
+            if let Some(mom) = momentum[j] {
+                t.scalar("batch/momentum", step, mom);
+            }
+            t.step += 1;
+            t.busy_s += share;
+        }
+        Ok(())
+    }
+
+    /// The optimiser step over the stacked parameters (see `optim.rs` for one head's).
+    fn update(
+        &mut self,
+        trainees: &[Trainee],
+        lr: &[f64],
+        momentum: &[Option<f64>],
+    ) -> Result<(), JobError> {
+        self.step += 1;
+        let _guard = tch::no_grad_guard();
+        let opts: Vec<_> = self
+            .members
+            .iter()
+            .map(|m| &trainees[m.trainee].opt)
+            .collect();
+        let decay = self
+            .key
+            .weight_decay
+            .then(|| opts.iter().map(|o| o.weight_decay).collect::<Vec<f64>>());
+        let decay = decay.map(|d| self.rows(&d)).transpose()?;
+        let grads = [self.weight.grad(), self.bias.grad()];
+        let mut grads: Vec<Tensor> = grads
+            .into_iter()
+            .zip([&self.weight, &self.bias])
+            .map(|(g, p)| match &decay {
+                Some(d) => {
+                    let d = if p.dim() == 2 {
+                        d.f_unsqueeze(1)?
+                    } else {
+                        d.shallow_clone()
+                    };
+                    Ok(g.f_add(&p.f_mul(&d)?)?)
+                }
+                None => Ok(g),
+            })
+            .collect::<Result<_, JobError>>()?;
+        let widen = |t: Tensor, p: &Tensor| -> Result<Tensor, JobError> {
+            Ok(if p.dim() == 2 { t.f_unsqueeze(1)? } else { t })
+        };
+        match self.key.kind {
+            OptimizerKind::Adam => {
+                let beta1: Vec<f64> = momentum.iter().map(|m| m.unwrap_or(ADAM_BETA1)).collect();
+                let lerp = self.rows(&beta1.iter().map(|b| 1.0 - b).collect::<Vec<_>>())?;
+                let scale = self.rows(
+                    &beta1
+                        .iter()
+                        .zip(lr)
+                        .map(|(b, l)| -(l / (1.0 - b.powi(self.step))))
+                        .collect::<Vec<_>>(),
+                )?;
+                let bc2 = 1.0 - ADAM_BETA2.powi(self.step);
+                let zeros = |p: &Tensor| p.f_zeros_like();
+                if self.m.is_none() {
+                    self.m = Some((zeros(&self.weight)?, zeros(&self.bias)?));
+                }
+                if self.v.is_none() {
+                    self.v = Some((zeros(&self.weight)?, zeros(&self.bias)?));
+                }
+                let (Some((mw, mb)), Some((vw, vb))) = (&mut self.m, &mut self.v) else {
+                    return Err(JobError::Other("stacked Adam without moments".into()));
+                };
+                for (((p, g), m), v) in [&mut self.weight, &mut self.bias]
+                    .into_iter()
+                    .zip(&grads)
+                    .zip([mw, mb])
+                    .zip([vw, vb])
+                {
+                    let _ = m.f_lerp_tensor_(g, &widen(lerp.shallow_clone(), p)?)?;
+                    let _ = v.f_mul_scalar_(ADAM_BETA2)?;
+                    let _ = v.f_addcmul_(g, &g.f_mul_scalar(1.0 - ADAM_BETA2)?)?;
+                    let mut denom = v.f_sqrt()?;
+                    let _ = denom.f_div_scalar_(bc2.sqrt())?;
+                    let _ = denom.f_add_scalar_(ADAM_EPS)?;
+                    let _ = denom.f_div_(&widen(scale.shallow_clone(), p)?)?;
+                    let _ = p.f_addcdiv_(m, &denom)?;
+                }
+            }
+            OptimizerKind::Sgd => {
+                let moms: Vec<f64> = momentum
+                    .iter()
+                    .zip(&opts)
+                    .map(|(m, o)| m.unwrap_or(o.momentum))
+                    .collect();
+                let mom = self.rows(&moms)?;
+                let lr = self.rows(lr)?;
+                if self.key.uses_momentum {
+                    let bufs = match self.m.take() {
+                        None => (grads[0].f_detach_copy()?, grads[1].f_detach_copy()?),
+                        Some((mut bw, mut bb)) => {
+                            for (b, g) in [&mut bw, &mut bb].into_iter().zip(&grads) {
+                                let _ = b.f_mul_(&widen(mom.shallow_clone(), g)?)?;
+                                let _ = b.f_add_(g)?;
+                            }
+                            (bw, bb)
+                        }
+                    };
+                    for (g, b) in grads.iter_mut().zip([&bufs.0, &bufs.1]) {
+                        *g = if self.key.nesterov {
+                            g.f_add(&b.f_mul(&widen(mom.shallow_clone(), g)?)?)?
+                        } else {
+                            b.shallow_clone()
+                        };
+                    }
+                    self.m = Some(bufs);
+                }
+                for (p, d) in [&mut self.weight, &mut self.bias].into_iter().zip(&grads) {
+                    let step = d.f_mul(&widen(lr.shallow_clone(), p)?)?;
+                    let _ = p.f_sub_(&step)?;
+                }
+            }
+        }
+        for p in [&mut self.weight, &mut self.bias] {
+            p.zero_grad();
+        }
+        Ok(())
+    }
+
+    /// Writes each head's parameters, moments and step count back to its trainee.
+    pub(super) fn write_back(&self, trainees: &mut [Trainee]) -> Result<(), JobError> {
+        let _guard = tch::no_grad_guard();
+        let classes = self.classes;
+        for (j, m) in self.members.iter().enumerate() {
+            let rows = |t: &Tensor| t.f_narrow(0, j as i64 * classes, classes);
+            let opt = &mut trainees[m.trainee].opt;
+            opt.params[m.weight].f_copy_(&rows(&self.weight)?)?;
+            opt.params[m.bias].f_copy_(&rows(&self.bias)?)?;
+            if let Some((w, b)) = &self.m {
+                opt.m[m.weight] = Some(rows(w)?.f_contiguous()?.f_detach_copy()?);
+                opt.m[m.bias] = Some(rows(b)?.f_contiguous()?.f_detach_copy()?);
+            }
+            if let Some((w, b)) = &self.v {
+                opt.v[m.weight] = Some(rows(w)?.f_contiguous()?.f_detach_copy()?);
+                opt.v[m.bias] = Some(rows(b)?.f_contiguous()?.f_detach_copy()?);
+            }
+            opt.step = self.step;
+        }
+        Ok(())
+    }
+
+    /// Stops every head of the stack with `reason`.
+    pub(super) fn fail(&self, trainees: &mut [Trainee], reason: &str) {
+        for m in &self.members {
+            trainees[m.trainee].stop = Some(super::trainee::Stop::Failed {
+                reason: reason.to_string(),
+            });
+        }
+    }
+}
