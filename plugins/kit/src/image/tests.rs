@@ -1,0 +1,180 @@
+#![allow(clippy::unwrap_used, clippy::needless_range_loop)]
+use super::*;
+use ::image::{codecs::jpeg::JpegEncoder, ExtendedColorType};
+
+/// A photo-like image: smooth gradients, a few shapes, pseudo-random texture.
+fn photo(width: u32, height: u32) -> Rgb {
+    let mut pixels = Vec::with_capacity((width * height * 3) as usize);
+    let mut state = 12345u32;
+    for y in 0..height {
+        for x in 0..width {
+            let (fx, fy) = (x as f32 / width as f32, y as f32 / height as f32);
+            let inside = (fx - 0.4).powi(2) + (fy - 0.5).powi(2) < 0.04 || (fx > 0.7 && fy < 0.3);
+            for c in 0..3 {
+                state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                let noise = ((state >> 16) % 24) as f32 - 12.0;
+                let base = match c {
+                    0 => 200.0 * fx + 30.0,
+                    1 => 180.0 * fy + 40.0 * (fx * 9.0).sin() + 40.0,
+                    _ => 120.0 * (fx + fy) + 10.0,
+                };
+                let v = if inside { 240.0 - base * 0.5 } else { base } + noise;
+                pixels.push(v.clamp(0.0, 255.0) as u8);
+            }
+        }
+    }
+    Rgb {
+        width,
+        height,
+        pixels,
+    }
+}
+
+fn write_jpeg(path: &Path, data: &[u8], width: u32, height: u32, colour: ExtendedColorType) {
+    let mut bytes = Vec::new();
+    JpegEncoder::new_with_quality(&mut bytes, 90)
+        .encode(data, width, height, colour)
+        .unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("virb-kit-image-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn lut_normalisation_equals_the_formula() {
+    let lut = normalisation_lut();
+    for c in 0..3 {
+        for v in 0..256 {
+            let exact = (v as f64 / 255.0 - IMAGENET_MEAN[c] as f64) / IMAGENET_STD[c] as f64;
+            assert!(
+                (lut[c][v] as f64 - exact).abs() < 1e-6,
+                "channel {c} value {v}"
+            );
+        }
+    }
+    // And the tensor is laid out as planes, [3, H, W].
+    let img = Rgb {
+        width: 2,
+        height: 1,
+        pixels: vec![0, 128, 255, 10, 20, 30],
+    };
+    let t = to_normalised_tensor(&img);
+    assert_eq!(t.size(), [3, 1, 2]);
+    let got = Vec::<f32>::try_from(t.flatten(0, -1)).unwrap();
+    let want: Vec<f32> = [(0, 0), (0, 3), (1, 1), (1, 4), (2, 2), (2, 5)]
+        .iter()
+        .map(|&(c, i)| (img.pixels[i] as f32 / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c])
+        .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn jpeg_reduction_keeps_both_sides_at_least_the_target() {
+    assert_eq!(jpeg_reduction(1600, 1200, 224), 4); // 400x300
+    assert_eq!(jpeg_reduction(500, 375, 224), 1); // 375 < 448
+    assert_eq!(jpeg_reduction(1792, 1792, 224), 8);
+    assert_eq!(jpeg_reduction(447, 447, 224), 2); // ceil(447 / 2) = 224
+    assert_eq!(jpeg_reduction(446, 1000, 224), 1);
+}
+
+#[test]
+fn mid_size_colour_jpeg_is_decoded_at_full_scale() {
+    // 1600x1200 at 224: only 1/2 keeps 2 x 224, which is left to zune at full scale.
+    let dir = temp_dir("mid");
+    let path = dir.join("mid.jpg");
+    let src = photo(1600, 1200);
+    write_jpeg(&path, &src.pixels, 1600, 1200, ExtendedColorType::Rgb8);
+    let img = load_rgb_at_least(&path, Some(224)).unwrap();
+    assert_eq!((img.width, img.height), (1600, 1200));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn scaled_jpeg_is_close_to_full_decode_and_resize() {
+    let dir = temp_dir("scaled");
+    let path = dir.join("big.jpg");
+    let src = photo(1800, 1800);
+    write_jpeg(&path, &src.pixels, 1800, 1800, ExtendedColorType::Rgb8);
+    // Colour: the reduced image stays at least 2 x 224 (chroma is at half resolution).
+    let reduced = load_rgb_at_least(&path, Some(224)).unwrap();
+    assert_eq!(
+        (reduced.width, reduced.height),
+        (450, 450),
+        "the 1/4 scale was not used"
+    );
+    let fast = resize_square(reduced, 224).unwrap();
+    let full = resize_square(load_rgb(&path).unwrap(), 224).unwrap();
+    let mean = fast
+        .pixels
+        .iter()
+        .zip(&full.pixels)
+        .map(|(&a, &b)| (a as f64 - b as f64).abs())
+        .sum::<f64>()
+        / fast.pixels.len() as f64;
+    assert!(mean < 2.0, "mean abs difference {mean} of 255");
+    // load_input takes the same path.
+    let t = load_input(&path, 224).unwrap();
+    assert!(t.equal(&to_normalised_tensor(&fast)));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn grayscale_jpeg_decodes_to_equal_channels_at_both_scales() {
+    let dir = temp_dir("gray");
+    let path = dir.join("gray.jpg");
+    let src = photo(960, 960);
+    let luma: Vec<u8> = src.pixels.chunks_exact(3).map(|p| p[1]).collect();
+    write_jpeg(&path, &luma, 960, 960, ExtendedColorType::L8);
+    for (min_side, want) in [(None, 960), (Some(224), 240)] {
+        let img = load_rgb_at_least(&path, min_side).unwrap();
+        assert_eq!((img.width, img.height), (want, want));
+        assert!(img
+            .pixels
+            .chunks_exact(3)
+            .all(|p| p[0] == p[1] && p[1] == p[2]));
+        // Same content: the mean luma is close to the source's.
+        let mean =
+            |v: &mut dyn Iterator<Item = u8>, n: usize| v.map(f64::from).sum::<f64>() / n as f64;
+        let got = mean(
+            &mut img.pixels.iter().step_by(3).copied(),
+            (want * want) as usize,
+        );
+        let expected = mean(&mut luma.iter().copied(), luma.len());
+        assert!((got - expected).abs() < 2.0, "{got} vs {expected}");
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn full_scale_jpeg_and_png_match_the_image_crate() {
+    let dir = temp_dir("full");
+    let src = photo(320, 200);
+    let jpg = dir.join("a.jpg");
+    write_jpeg(&jpg, &src.pixels, 320, 200, ExtendedColorType::Rgb8);
+    let png = dir.join("a.png");
+    ::image::save_buffer(&png, &src.pixels, 320, 200, ExtendedColorType::Rgb8).unwrap();
+    for path in [&jpg, &png] {
+        let ours = load_rgb(path).unwrap();
+        let theirs = ::image::open(path).unwrap().into_rgb8();
+        assert_eq!((ours.width, ours.height), theirs.dimensions());
+        assert_eq!(ours.pixels, theirs.into_raw(), "{}", path.display());
+    }
+    assert_eq!(load_rgb(&png).unwrap().pixels, src.pixels);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn corrupt_jpeg_error_names_the_file() {
+    let dir = temp_dir("corrupt");
+    let path = dir.join("bad.jpg");
+    std::fs::write(&path, b"\xff\xd8\xff\xe0 truncated").unwrap();
+    for min_side in [None, Some(8)] {
+        let err = load_rgb_at_least(&path, min_side).err().unwrap();
+        assert!(format!("{err:?}").contains("bad.jpg"), "{err:?}");
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
