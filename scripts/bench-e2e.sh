@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Benchmark: virb vs. the equivalent plain-PyTorch script, on the same generated data, weights and
-# threads, in one run, alternating, REPEATS times each. Prints encode images/s and end-to-end wall
-# time (process start to exit, so start-up, weight loading, decoding, encoding, training and
-# evaluation all count) for both, their medians and the ratio.
+# Benchmark: virb vs. the equivalent plain-PyTorch script (scripts/py/bench_pytorch.py: PIL +
+# torchvision transforms in a DataLoader, eager ResNet-50, features kept, Linear probe with Adam),
+# on the same generated CalTech-101 set, weights and threads, in one run, alternating, REPEATS
+# times each, for each precision in PRECISIONS. Prints encode images/s, end-to-end wall time
+# (process start to exit: start-up, weight loading, decoding, encoding, training and evaluation
+# all count) and top-1 accuracy for both, medians, and their ratios. With BENCH_TSV set, appends
+# the table's rows there (scripts/bench.sh collects them).
 #
 #   CLASSES (5) TRAIN_PER_CLASS (24) TEST_PER_CLASS (16) IMAGE_SIZE (224) EPOCHS (30)
 #   THREADS (2: libtorch intra-op threads for both) WORKERS (2: decode threads / DataLoader workers)
-#   REPEATS (3)
+#   REPEATS (3) PRECISIONS ("fp32"; "fp32 bf16" adds bf16 inference on both sides)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -14,7 +17,7 @@ cd "$root"
 scripts/build.sh release >&2
 CLASSES=${CLASSES:-5} TRAIN_PER_CLASS=${TRAIN_PER_CLASS:-24} TEST_PER_CLASS=${TEST_PER_CLASS:-16}
 IMAGE_SIZE=${IMAGE_SIZE:-224} EPOCHS=${EPOCHS:-30} THREADS=${THREADS:-2} WORKERS=${WORKERS:-2}
-REPEATS=${REPEATS:-3}
+REPEATS=${REPEATS:-3} PRECISIONS=${PRECISIONS:-fp32}
 work="$root/bench-work/c$CLASSES-$TRAIN_PER_CLASS-$TEST_PER_CLASS"
 host="$root/target/release/virb-host"
 if [ ! -f "$work/data/caltech-101/caltech101_test.json" ]; then
@@ -23,9 +26,6 @@ if [ ! -f "$work/data/caltech-101/caltech101_test.json" ]; then
     --test-per-class "$TEST_PER_CLASS" --image-size 256 >&2
   "$VIRB_PYTHON_BIN" scripts/py/make_weights.py "$work/resnet50.pt" --calibrate-dir "$work/data" --calibrate-size 112
 fi
-cat > "$work/experiments.yaml" <<YAML
-bench: '$work/resnet50.pt'
-YAML
 cat > "$work/virb.yaml" <<YAML
 CalTech-101:
   task: CalTech-101
@@ -36,30 +36,60 @@ CalTech-101:
   image_size: $IMAGE_SIZE
 YAML
 now() { date +%s.%N; }
-virb_walls=() torch_walls=() virb_ips=() torch_ips=()
-for i in $(seq "$REPEATS"); do
-  rm -rf "$work/out"
-  t0=$(now)
-  "$host" run --experiment-list "$work/experiments.yaml" --virb-configs "$work/virb.yaml" \
-    --data-root "$work/data" --out "$work/out" --device cpu --threads "$THREADS" \
-    --decode-workers "$WORKERS" --no-cache > "$work/virb.log" 2>&1
-  t1=$(now)
-  virb_walls+=("$(awk "BEGIN{print $t1 - $t0}")")
-  virb_ips+=("$("$VIRB_PYTHON_BIN" -c "import json,sys; r=json.load(open(sys.argv[1])); print((r['train_size']+r['test_size'])/r['timings_s']['encode_wall'])" "$work/out/bench/CalTech-101-adam-0.001/results.json")")
-  t0=$(now)
-  out=$("$VIRB_PYTHON_BIN" scripts/py/bench_pytorch.py "$work/data" "$work/resnet50.pt" --image-size "$IMAGE_SIZE" \
-    --epochs "$EPOCHS" --batch-size 32 --threads "$THREADS" --workers "$WORKERS")
-  t1=$(now)
-  torch_walls+=("$(awk "BEGIN{print $t1 - $t0}")")
-  torch_ips+=("$(echo "$out" | "$VIRB_PYTHON_BIN" -c "import json,sys; print(json.loads(sys.stdin.read())['encode_images_per_s'])")")
-  echo "run $i: virb ${virb_walls[-1]}s (${virb_ips[-1]} img/s), pytorch ${torch_walls[-1]}s (${torch_ips[-1]} img/s)" >&2
+images=$(( (TRAIN_PER_CLASS + TEST_PER_CLASS) * CLASSES ))
+summary=()
+for precision in $PRECISIONS; do
+  cat > "$work/experiments.yaml" <<YAML
+bench:
+  weights: '$work/resnet50.pt'
+  encoder: resnet50
+  options: {precision: $precision}
+YAML
+  vw=() tw=() vi=() ti=() va=() ta=()
+  for i in $(seq "$REPEATS"); do
+    rm -rf "$work/out"
+    t0=$(now)
+    # VIRB_NO_RERUN_STAMP: the out/ folder is removed before each run anyway; no stamp to write.
+    VIRB_NO_RERUN_STAMP=1 "$host" run --experiment-list "$work/experiments.yaml" --virb-configs "$work/virb.yaml" \
+      --data-root "$work/data" --out "$work/out" --device cpu --threads "$THREADS" \
+      --decode-workers "$WORKERS" --no-cache > "$work/virb.log" 2>&1
+    t1=$(now)
+    vw+=("$(awk "BEGIN{print $t1 - $t0}")")
+    read -r ips acc < <("$VIRB_PYTHON_BIN" -c "import json,sys; r=json.load(open(sys.argv[1])); print((r['train_size']+r['test_size'])/r['timings_s']['encode_wall'], r['test_metrics']['top1_accuracy'])" "$work/out/bench/CalTech-101-adam-0.001/results.json")
+    vi+=("$ips") va+=("$acc")
+    t0=$(now)
+    out=$("$VIRB_PYTHON_BIN" scripts/py/bench_pytorch.py "$work/data" "$work/resnet50.pt" --image-size "$IMAGE_SIZE" \
+      --epochs "$EPOCHS" --batch-size 32 --threads "$THREADS" --workers "$WORKERS" --precision "$precision")
+    t1=$(now)
+    tw+=("$(awk "BEGIN{print $t1 - $t0}")")
+    read -r ips acc < <(echo "$out" | "$VIRB_PYTHON_BIN" -c "import json,sys; r=json.loads(sys.stdin.read()); print(r['encode_images_per_s'], r['top1_accuracy'])")
+    ti+=("$ips") ta+=("$acc")
+    echo "$precision run $i: virb ${vw[-1]}s (${vi[-1]} img/s, top-1 ${va[-1]}), pytorch ${tw[-1]}s (${ti[-1]} img/s, top-1 ${ta[-1]})" >&2
+  done
+  summary+=("$precision|${vw[*]}|${tw[*]}|${vi[*]}|${ti[*]}|${va[*]}|${ta[*]}")
 done
-images=$((CLASSES * (TRAIN_PER_CLASS + TEST_PER_CLASS)))
-"$VIRB_PYTHON_BIN" - "${virb_walls[*]}" "${torch_walls[*]}" "${virb_ips[*]}" "${torch_ips[*]}" <<PY
+"$VIRB_PYTHON_BIN" - "$images" "$IMAGE_SIZE" "$EPOCHS" "$THREADS" "$WORKERS" "${BENCH_TSV:-}" "${summary[@]}" <<'PY'
 import statistics, sys
-vw, tw, vi, ti = ([float(x) for x in a.split()] for a in sys.argv[1:5])
+images, size, epochs, threads, workers, tsv = sys.argv[1:7]
 m = statistics.median
-print(f"{$images} images at {$IMAGE_SIZE}px, {$EPOCHS} probe epochs, {$THREADS} libtorch threads, {$WORKERS} decode workers; medians of {len(vw)} alternating runs")
-print(f"encode images/s   virb {m(vi):7.2f}   pytorch {m(ti):7.2f}   ratio {m(vi)/m(ti):.2f}x")
-print(f"end-to-end wall s virb {m(vw):7.2f}   pytorch {m(tw):7.2f}   ratio {m(tw)/m(vw):.2f}x (pytorch/virb; >1 = virb faster)")
+rows, fp32_virb = [], None
+print(f"{images} images at {size} px, {epochs} probe epochs, {threads} libtorch threads, {workers} decode workers; medians of alternating runs")
+for entry in sys.argv[7:]:
+    prec, *lists = entry.split("|")
+    vw, tw, vi, ti, va, ta = ([float(x) for x in a.split()] for a in lists)
+    print(f"{prec}: encode images/s   virb {m(vi):7.2f}   pytorch {m(ti):7.2f}   ratio {m(vi)/m(ti):.2f}x")
+    print(f"{prec}: end-to-end wall s virb {m(vw):7.2f}   pytorch {m(tw):7.2f}   ratio {m(tw)/m(vw):.2f}x (pytorch/virb; >1 = virb faster)")
+    print(f"{prec}: top-1 accuracy    virb {m(va):7.4f}   pytorch {m(ta):7.4f}")
+    n = len(vw)
+    rows.append((f"encode {prec}, ResNet-50, {images} img at {size} px", f"{m(vi):.1f} img/s", f"{m(ti):.1f} img/s", f"{m(vi)/m(ti):.2f}x", ">= 1.0x" if prec == "fp32" else ">= 2x virb fp32", n))
+    if prec == "fp32":
+        fp32_virb = m(vi)
+    elif fp32_virb:
+        rows.append((f"encode {prec} / virb fp32", f"{m(vi):.1f} / {fp32_virb:.1f} img/s", "", f"{m(vi)/fp32_virb:.2f}x", ">= 2x", n))
+    rows.append((f"end to end {prec}, {images} img at {size} px, {epochs} epochs", f"{m(vw):.2f} s", f"{m(tw):.2f} s", f"{m(tw)/m(vw):.2f}x", ">= 2x", n))
+    rows.append((f"top-1 accuracy {prec} (same data and weights)", f"{m(va):.4f}", f"{m(ta):.4f}", "", "within noise", n))
+if tsv:
+    with open(tsv, "a") as f:
+        for r in rows:
+            f.write("\t".join(str(x) for x in r) + "\n")
 PY

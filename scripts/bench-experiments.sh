@@ -10,7 +10,7 @@
 #     (every config retrained on cached features); the goal is a second run >= 20x faster.
 #
 #   CLASSES (40; the fixture generator caps it at 12) TRAIN_PER_CLASS (40) TEST_PER_CLASS (10) IMAGE_SIZE (64) EPOCHS (30)
-#   THREADS (2) WORKERS (2) REPEATS (3)
+#   THREADS (2) WORKERS (2) REPEATS (3) BENCH_TSV (append the results as rows for scripts/bench.sh)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -19,6 +19,7 @@ scripts/build.sh release >&2
 CLASSES=${CLASSES:-40} TRAIN_PER_CLASS=${TRAIN_PER_CLASS:-40} TEST_PER_CLASS=${TEST_PER_CLASS:-10}
 IMAGE_SIZE=${IMAGE_SIZE:-64} EPOCHS=${EPOCHS:-30} THREADS=${THREADS:-2} WORKERS=${WORKERS:-2}
 REPEATS=${REPEATS:-3}
+tsv="${BENCH_TSV:-}"
 host="$root/target/release/virb-host"
 work="$root/bench-work/grid-c$CLASSES-$TRAIN_PER_CLASS-$TEST_PER_CLASS"
 if [ ! -f "$work/data/caltech-101/caltech101_test.json" ]; then
@@ -106,5 +107,15 @@ print(f"grid ({train} train / {test} test images at {$IMAGE_SIZE} px, {$EPOCHS} 
 print(f"  cold cache (encode + train): 1 config {m(c1):.2f} s, 8 configs {m(c8):.2f} s, ratio {m(c8)/m(c1):.2f}x (goal <= 1.5x)")
 print(f"  warm cache (read + train):   1 config {m(w1):.2f} s, 8 configs {m(w8):.2f} s, ratio {m(w8)/m(w1):.2f}x")
 print(f"demo (configs/virb_configs/demo.yaml, medians of {len(dc)}):")
-print(f"  first run {m(dc):.2f} s; identical rerun {m(ds):.2f} s ({m(dc)/m(ds):.1f}x faster); --force on cached features {m(df):.2f} s ({m(dc)/m(df):.1f}x faster) (goal >= 20x)")
+print(f"  first run {m(dc):.2f} s; identical rerun {m(ds):.3f} s ({m(dc)/m(ds):.1f}x faster); --force on cached features {m(df):.2f} s ({m(dc)/m(df):.1f}x faster) (goal >= 20x)")
+if "$tsv":
+    n = len(c1)
+    with open("$tsv", "a") as f:
+        for r in (
+            (f"grid, warm cache: 8 configs / 1 ({train} train img, {$EPOCHS} epochs)", f"{m(w8):.2f} / {m(w1):.2f} s", "", f"{m(w8)/m(w1):.2f}x", "<= 1.5x", n),
+            (f"grid, cold cache: 8 configs / 1", f"{m(c8):.2f} / {m(c1):.2f} s", "", f"{m(c8)/m(c1):.2f}x", "", n),
+            ("demo: first run / identical rerun", f"{m(dc):.2f} / {m(ds):.3f} s", "", f"{m(dc)/m(ds):.0f}x", ">= 20x", n),
+            ("demo: first run / --force on cached features", f"{m(dc):.2f} / {m(df):.2f} s", "", f"{m(dc)/m(df):.1f}x", "", n),
+        ):
+            f.write("\t".join(str(x) for x in r) + "\n")
 PY

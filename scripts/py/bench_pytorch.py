@@ -5,7 +5,10 @@ then the same linear probe (Linear(2048, C), Adam, cross-entropy, shuffled batch
 accuracy on the whole test split. Prints one JSON line.
 
 usage: bench_pytorch.py DATA_ROOT WEIGHTS --image-size S --epochs E --batch-size B --lr LR
-                        --threads T --workers W
+                        --threads T --workers W [--precision fp32|bf16]
+
+With --precision bf16 the frozen model and its inputs are bfloat16 (features cast back to float),
+as virb's `precision: bf16` encoder option does.
 """
 import argparse
 import json
@@ -35,11 +38,11 @@ class CalTech(torch.utils.data.Dataset):
         return self.tf(img), self.classes.index(rel.split("/")[0])
 
 
-def encode(model, loader):
+def encode(model, loader, dtype):
     feats, labels = [], []
     with torch.no_grad():
         for x, y in loader:
-            feats.append(model(x).half())
+            feats.append(model(x.to(dtype)).float().half())
             labels.append(y)
     return torch.cat(feats), torch.cat(labels)
 
@@ -54,6 +57,7 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -61,6 +65,8 @@ def main():
     model.load_state_dict(torch.load(args.weights))
     model.fc = torch.nn.Identity()
     model.eval()
+    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+    model.to(dtype)
     s = args.image_size
     tf = T.Compose([T.Resize((s, s)), T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
     lists = []
@@ -78,8 +84,8 @@ def main():
         for split in ("train", "test")
     ]
     t0 = time.perf_counter()
-    xtr, ytr = encode(model, loaders[0])
-    xte, yte = encode(model, loaders[1])
+    xtr, ytr = encode(model, loaders[0], dtype)
+    xte, yte = encode(model, loaders[1], dtype)
     encode_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     head = torch.nn.Linear(2048, len(classes))

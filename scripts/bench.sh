@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The one benchmark of virb's speed: each step side by side with plain PyTorch on the same machine
+# in one run (medians of alternating runs), then one table: step, virb, PyTorch, ratio, goal.
+#
+#   1. decode + antialiased resize + normalise, per core (scripts/bench-decode.sh): virb's image
+#      pipeline vs. PIL + torchvision transforms, JPEG and PNG;
+#   2. encode and end to end (scripts/bench-e2e.sh): ResNet-50 at 224 px on a generated
+#      CalTech-101 set, fp32 and bf16, vs. scripts/py/bench_pytorch.py; with BIG=1 also a
+#      2,000-image set (fp32);
+#   3. the experiment machinery (scripts/bench-experiments.sh): a grid of 8 configs vs. 1 on a warm
+#      feature cache, and the demo's first run vs. its identical rerun.
+#
+#   REPEATS (3; each sub-benchmark's runs per side) PRECISIONS ("fp32 bf16") BIG (0)
+#   E2E_REPEATS (REPEATS) BIG_REPEATS (1) THREADS (2) WORKERS (2)
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+REPEATS=${REPEATS:-3} PRECISIONS=${PRECISIONS:-fp32 bf16} BIG=${BIG:-0}
+E2E_REPEATS=${E2E_REPEATS:-$REPEATS} BIG_REPEATS=${BIG_REPEATS:-1}
+export THREADS=${THREADS:-2} WORKERS=${WORKERS:-2}
+tsv="$(mktemp)"
+trap 'rm -f "$tsv"' EXIT
+export BENCH_TSV="$tsv"
+REPEATS=$REPEATS bash scripts/bench-decode.sh
+REPEATS=$E2E_REPEATS PRECISIONS="$PRECISIONS" bash scripts/bench-e2e.sh
+if [ "$BIG" = 1 ]; then
+  REPEATS=$BIG_REPEATS PRECISIONS=fp32 CLASSES=10 TRAIN_PER_CLASS=150 TEST_PER_CLASS=50 bash scripts/bench-e2e.sh
+fi
+REPEATS=$REPEATS bash scripts/bench-experiments.sh
+. scripts/env.sh
+"$VIRB_PYTHON_BIN" - "$tsv" <<'PY'
+import os, platform, sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
+bf16 = [f for f in ("avx512_bf16", "amx_bf16") if f in flags] or ["no bf16 instructions"]
+print()
+print(f"machine: {cpu}, {os.cpu_count()} cores ({', '.join(bf16)}); threads {os.environ['THREADS']}, decode workers {os.environ['WORKERS']}")
+head = ("step", "virb", "PyTorch", "ratio", "goal", "runs")
+width = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, width)) + " |"
+print(line(head))
+print("|" + "|".join("-" * (w + 2) for w in width) + "|")
+for r in rows:
+    print(line(r))
+print("ratio: virb/PyTorch throughput, PyTorch/virb wall time, or as the step says; >1 = virb faster")
+PY
