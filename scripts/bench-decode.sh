@@ -9,7 +9,8 @@
 # holds even where a decoder starts helper threads (jpeg-decoder's reduced-scale path hands
 # components to worker threads).
 #
-# Usage: scripts/bench-decode.sh   (env: REPEATS=5 PASSES=3 SIZE=224 COUNT=60 BENCH_CPU=N)
+# Usage: scripts/bench-decode.sh   (env: REPEATS=5 PASSES=3 SIZE=224 COUNT=60 BENCH_CPU=N
+#        BENCH_TSV=file: append the results as rows for scripts/bench.sh)
 # Data: generated once into bench-work/decode/ (git-ignored).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -81,10 +82,11 @@ for set in "${SETS[@]}"; do
     done
 done
 
-"$VIRB_PYTHON_BIN" - "$RES" "$WORK" "$SIZE" "${SETS[@]}" <<'PY'
+"$VIRB_PYTHON_BIN" - "$RES" "$WORK" "$SIZE" "${BENCH_TSV:-}" "${SETS[@]}" <<'PY'
 import json, sys, statistics
 import numpy as np
-res, work, size, sets = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+res, work, size, tsv, sets = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5:]
+rows = []
 rates = {}
 for line in open(res):
     s, side, js = line.split(" ", 2)
@@ -98,4 +100,10 @@ for s in sets:
     b = np.fromfile(f"{work}/{s}.pil.f32", dtype="<f4")
     d = np.abs(a - b)
     print(f"{s:<16} {v:>11.1f} {p:>10.1f} {v / p:>5.2f}x   {d.max():>9.4f} {d.mean():>10.5f}")
+    n = len(rates[(s, "virb")])
+    rows.append((f"decode+resize+normalise {s} to {size} px, 1 core (max diff {d.max() / level:.0f} levels)", f"{v:.0f} img/s", f"{p:.0f} img/s", f"{v / p:.2f}x", ">= 2x", n))
+if tsv:
+    with open(tsv, "a") as f:
+        for r in rows:
+            f.write("\t".join(str(x) for x in r) + "\n")
 PY

@@ -10,6 +10,7 @@
 #   CLASSES (5) TRAIN_PER_CLASS (24) TEST_PER_CLASS (16) IMAGE_SIZE (224) EPOCHS (30)
 #   THREADS (2: libtorch intra-op threads for both) WORKERS (2: decode threads / DataLoader workers)
 #   REPEATS (3) PRECISIONS ("fp32"; "fp32 bf16" adds bf16 inference on both sides)
+#   BF16_REPEATS (REPEATS: bf16 is ~6x slower than fp32 on a CPU without bf16 instructions)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -17,7 +18,7 @@ cd "$root"
 scripts/build.sh release >&2
 CLASSES=${CLASSES:-5} TRAIN_PER_CLASS=${TRAIN_PER_CLASS:-24} TEST_PER_CLASS=${TEST_PER_CLASS:-16}
 IMAGE_SIZE=${IMAGE_SIZE:-224} EPOCHS=${EPOCHS:-30} THREADS=${THREADS:-2} WORKERS=${WORKERS:-2}
-REPEATS=${REPEATS:-3} PRECISIONS=${PRECISIONS:-fp32}
+REPEATS=${REPEATS:-3} PRECISIONS=${PRECISIONS:-fp32} BF16_REPEATS=${BF16_REPEATS:-${REPEATS:-3}}
 work="$root/bench-work/c$CLASSES-$TRAIN_PER_CLASS-$TEST_PER_CLASS"
 host="$root/target/release/virb-host"
 if [ ! -f "$work/data/caltech-101/caltech101_test.json" ]; then
@@ -46,7 +47,9 @@ bench:
   options: {precision: $precision}
 YAML
   vw=() tw=() vi=() ti=() va=() ta=()
-  for i in $(seq "$REPEATS"); do
+  repeats=$REPEATS
+  [ "$precision" = bf16 ] && repeats=$BF16_REPEATS
+  for i in $(seq "$repeats"); do
     rm -rf "$work/out"
     t0=$(now)
     # VIRB_NO_RERUN_STAMP: the out/ folder is removed before each run anyway; no stamp to write.

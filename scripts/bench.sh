@@ -11,18 +11,18 @@
 #      feature cache, and the demo's first run vs. its identical rerun.
 #
 #   REPEATS (3; each sub-benchmark's runs per side) PRECISIONS ("fp32 bf16") BIG (0)
-#   E2E_REPEATS (REPEATS) BIG_REPEATS (1) THREADS (2) WORKERS (2)
+#   E2E_REPEATS (REPEATS) BF16_REPEATS (1) BIG_REPEATS (1) THREADS (2) WORKERS (2)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 REPEATS=${REPEATS:-3} PRECISIONS=${PRECISIONS:-fp32 bf16} BIG=${BIG:-0}
-E2E_REPEATS=${E2E_REPEATS:-$REPEATS} BIG_REPEATS=${BIG_REPEATS:-1}
+E2E_REPEATS=${E2E_REPEATS:-$REPEATS} BIG_REPEATS=${BIG_REPEATS:-1} BF16_REPEATS=${BF16_REPEATS:-1}
 export THREADS=${THREADS:-2} WORKERS=${WORKERS:-2}
 tsv="$(mktemp)"
 trap 'rm -f "$tsv"' EXIT
 export BENCH_TSV="$tsv"
 REPEATS=$REPEATS bash scripts/bench-decode.sh
-REPEATS=$E2E_REPEATS PRECISIONS="$PRECISIONS" bash scripts/bench-e2e.sh
+REPEATS=$E2E_REPEATS BF16_REPEATS=$BF16_REPEATS PRECISIONS="$PRECISIONS" bash scripts/bench-e2e.sh
 if [ "$BIG" = 1 ]; then
   REPEATS=$BIG_REPEATS PRECISIONS=fp32 CLASSES=10 TRAIN_PER_CLASS=150 TEST_PER_CLASS=50 bash scripts/bench-e2e.sh
 fi
