@@ -11,6 +11,8 @@
 #      feature cache, and the demo's first run vs. its identical rerun.
 #
 #   REPEATS (3; each sub-benchmark's runs per side) PRECISIONS ("fp32 bf16") BIG (0)
+#   STEPS ("decode e2e experiments"; "big" with BIG=1) APPEND (0; 1 keeps the rows of earlier
+#   steps in bench-work/bench-table.tsv, to redo one step and reprint the table)
 #   E2E_REPEATS (REPEATS) BF16_REPEATS (1) BIG_REPEATS (1) THREADS (2) WORKERS (2)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -18,15 +20,22 @@ cd "$root"
 REPEATS=${REPEATS:-3} PRECISIONS=${PRECISIONS:-fp32 bf16} BIG=${BIG:-0}
 E2E_REPEATS=${E2E_REPEATS:-$REPEATS} BIG_REPEATS=${BIG_REPEATS:-1} BF16_REPEATS=${BF16_REPEATS:-1}
 export THREADS=${THREADS:-2} WORKERS=${WORKERS:-2}
-tsv="$(mktemp)"
-trap 'rm -f "$tsv"' EXIT
+STEPS=${STEPS:-decode e2e experiments}
+[ "$BIG" = 1 ] && STEPS="$STEPS big"
+# The rows so far, kept (git-ignored) so that APPEND=1 STEPS=... can redo one step and reprint.
+mkdir -p bench-work
+tsv="$root/bench-work/bench-table.tsv"
+[ "${APPEND:-0}" = 1 ] || : > "$tsv"
 export BENCH_TSV="$tsv"
-REPEATS=$REPEATS bash scripts/bench-decode.sh
-REPEATS=$E2E_REPEATS BF16_REPEATS=$BF16_REPEATS PRECISIONS="$PRECISIONS" bash scripts/bench-e2e.sh
-if [ "$BIG" = 1 ]; then
-  REPEATS=$BIG_REPEATS PRECISIONS=fp32 CLASSES=10 TRAIN_PER_CLASS=150 TEST_PER_CLASS=50 bash scripts/bench-e2e.sh
-fi
-REPEATS=$REPEATS bash scripts/bench-experiments.sh
+for step in $STEPS; do
+  case "$step" in
+    decode) REPEATS=$REPEATS bash scripts/bench-decode.sh ;;
+    e2e) REPEATS=$E2E_REPEATS BF16_REPEATS=$BF16_REPEATS PRECISIONS="$PRECISIONS" bash scripts/bench-e2e.sh ;;
+    big) REPEATS=$BIG_REPEATS BF16_REPEATS=$BIG_REPEATS PRECISIONS="$PRECISIONS" CLASSES=10 TRAIN_PER_CLASS=150 TEST_PER_CLASS=50 bash scripts/bench-e2e.sh ;;
+    experiments) REPEATS=$REPEATS bash scripts/bench-experiments.sh ;;
+    *) echo "unknown step $step (decode, e2e, big, experiments)" >&2; exit 2 ;;
+  esac
+done
 . scripts/env.sh
 "$VIRB_PYTHON_BIN" - "$tsv" <<'PY'
 import os, platform, sys

@@ -87,7 +87,9 @@ pub const ENCODER_CHECK_WEIGHTS: &str = "virb.encoder.check_weights/v1";
 ///   the only ones);
 /// * `loss` is the mean softmax cross-entropy of those logits against class indices `[B]` (an
 ///   index outside `0..C` is an error);
-/// * the metric only reads the logits and targets it is given.
+/// * the metric only reads the logits and targets it is given, and is dataset-level: one update
+///   with several batches' logits and targets, concatenated, equals one update per batch (the
+///   host gives it many batches at once).
 ///
 /// A head that cannot promise all of it (another architecture, several frames, a custom loss)
 /// answers "not offered", and the host calls it one by one.

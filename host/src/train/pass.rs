@@ -165,8 +165,8 @@ pub fn train_pass(
             Ok(())
         };
         train.for_each_batch(&order, bs as usize, pass.device, context, &mut sink)?;
-        for stack in &stacks {
-            stack.write_back(trainees)?;
+        for stack in &mut stacks {
+            stack.end_epoch(trainees, &mut metrics)?;
         }
         let mut summary = String::new();
         for (i, t) in trainees.iter_mut().enumerate() {

@@ -69,7 +69,15 @@ pub(super) struct Stack {
     /// Adam's second moments (weight, bias).
     v: Option<(Tensor, Tensor)>,
     step: i32,
+    /// Each step's losses `[H]` and batch size, handed to the heads at the end of the epoch.
+    losses: Vec<(Tensor, i64)>,
+    /// Logits `[n, H*C]` and targets not yet given to the heads' metrics, and their bytes.
+    pending: Vec<(Tensor, Tensor)>,
+    pending_bytes: usize,
 }
+
+/// Logits held back for the metrics at most (then they are given to the metrics at once).
+const PENDING_BYTES: usize = 64 << 20;
 
 /// The stacks of this epoch: groups of two or more active heads that can share an update (a
 /// head alone gains nothing and trains as before). Empty when `VIRB_STACK_HEADS=0`.
@@ -185,6 +193,9 @@ impl Stack {
             m,
             v,
             step,
+            losses: Vec::new(),
+            pending: Vec::new(),
+            pending_bytes: 0,
         })
     }
 
@@ -270,16 +281,17 @@ impl Stack {
             momentum.push(mom);
         }
         self.update(trainees, &lr, &momentum)?;
-        let out = out.f_detach()?;
-        let losses = losses.f_detach()?;
+        // The metrics are dataset-level (plugin-api's contract): the logits of many batches go
+        // to each head's metric in one update, not one update per head per batch.
+        self.losses.push((losses.f_detach()?, n));
+        self.pending_bytes += (n * heads * classes) as usize * 4;
+        self.pending.push((out.f_detach()?, y.f_detach_copy()?));
+        if self.pending_bytes > PENDING_BYTES {
+            self.flush_metrics(metrics)?;
+        }
         let share = t0.elapsed().as_secs_f64() / heads as f64;
         for (j, m) in self.members.iter().enumerate() {
             let t = &mut trainees[m.trainee];
-            t.epoch_losses.push((losses.f_select(0, j as i64)?, n));
-            if let Some(metric) = metrics[m.trainee].as_mut() {
-                let logits = out.f_narrow(1, j as i64 * classes, classes)?;
-                plugin(metric.update(TensorRef::of(&logits), target))?;
-            }
             let step = t.step as i64;
             t.scalar("batch/lr", step, lr[j]);
             if let Some(mom) = momentum[j] {
@@ -289,6 +301,50 @@ impl Stack {
             t.busy_s += share;
         }
         Ok(())
+    }
+
+    /// Gives the logits held back to each head's metric.
+    fn flush_metrics(&mut self, metrics: &mut [Option<MetricBox>]) -> Result<(), JobError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let (outs, targets): (Vec<Tensor>, Vec<Tensor>) =
+            std::mem::take(&mut self.pending).into_iter().unzip();
+        self.pending_bytes = 0;
+        let out = Tensor::f_cat(&outs, 0)?;
+        let target = Tensor::f_cat(&targets, 0)?;
+        for (j, m) in self.members.iter().enumerate() {
+            if let Some(metric) = metrics[m.trainee].as_mut() {
+                let logits = out.f_narrow(1, j as i64 * self.classes, self.classes)?;
+                plugin(metric.update(TensorRef::of(&logits), TensorRef::of(&target)))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// At the end of the epoch's batches: the metrics get the logits held back, each head its
+    /// losses, and each head its parameters and optimiser state ([`Stack::write_back`]).
+    pub(super) fn end_epoch(
+        &mut self,
+        trainees: &mut [Trainee],
+        metrics: &mut [Option<MetricBox>],
+    ) -> Result<(), JobError> {
+        if trainees[self.members[0].trainee].active() {
+            if let Err(e) = self.flush_metrics(metrics) {
+                self.fail(trainees, &e.to_string());
+            }
+        }
+        if !self.losses.is_empty() {
+            let (steps, lens): (Vec<Tensor>, Vec<i64>) =
+                std::mem::take(&mut self.losses).into_iter().unzip();
+            let all = Tensor::f_stack(&steps, 0)?;
+            for (j, m) in self.members.iter().enumerate() {
+                trainees[m.trainee]
+                    .epoch_loss_columns
+                    .push((all.f_select(1, j as i64)?, lens.clone()));
+            }
+        }
+        self.write_back(trainees)
     }
 
     /// The optimiser step over the stacked parameters (see `optim.rs` for one head's).
@@ -408,7 +464,7 @@ impl Stack {
     }
 
     /// Writes each head's parameters, moments and step count back to its trainee.
-    pub(super) fn write_back(&self, trainees: &mut [Trainee]) -> Result<(), JobError> {
+    fn write_back(&self, trainees: &mut [Trainee]) -> Result<(), JobError> {
         let _guard = tch::no_grad_guard();
         let classes = self.classes;
         for (j, m) in self.members.iter().enumerate() {

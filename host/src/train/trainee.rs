@@ -97,6 +97,9 @@ pub struct Trainee {
     /// This epoch's per-step losses (on the device) and batch sizes: read once at the end of the
     /// epoch, so that training never waits for the device between steps.
     pub(super) epoch_losses: Vec<(Tensor, i64)>,
+    /// The same for a head trained stacked: each entry the losses `[k]` of `k` steps and their
+    /// batch sizes (one tensor per epoch rather than one per step).
+    pub(super) epoch_loss_columns: Vec<(Tensor, Vec<i64>)>,
     log: Option<virb_tensorboard::EventWriter>,
     log_error: bool,
 }
@@ -131,6 +134,7 @@ impl Trainee {
             log: None,
             log_error: false,
             epoch_losses: Vec::new(),
+            epoch_loss_columns: Vec::new(),
         })
     }
 
@@ -221,22 +225,32 @@ impl Trainee {
     /// naming the first step where it happened.
     pub(crate) fn take_epoch_loss(&mut self, epoch: u32) -> Result<f64, Stop> {
         let losses = std::mem::take(&mut self.epoch_losses);
+        let columns = std::mem::take(&mut self.epoch_loss_columns);
         let failed = |e: tch::TchError| Stop::Failed {
             reason: JobError::from(e).to_string(),
         };
-        let first_step = self.step - losses.len() as u64;
-        let tensors: Vec<Tensor> = losses.iter().map(|(t, _)| t.shallow_clone()).collect();
-        let values: Vec<f64> = if tensors.is_empty() {
-            Vec::new()
-        } else {
-            let stacked = Tensor::f_stack(&tensors, 0)
-                .and_then(|t| t.f_to_kind(Kind::Double))
+        let read = |t: Tensor| -> Result<Vec<f64>, Stop> {
+            let t = t
+                .f_to_kind(Kind::Double)
                 .and_then(|t| t.f_to_device(Device::Cpu))
                 .map_err(failed)?;
-            Vec::<f64>::try_from(&stacked).map_err(failed)?
+            Vec::<f64>::try_from(&t).map_err(failed)
         };
+        let mut values = Vec::new();
+        let mut lens = Vec::new();
+        if !columns.is_empty() {
+            let parts: Vec<Tensor> = columns.iter().map(|(t, _)| t.shallow_clone()).collect();
+            values.extend(read(Tensor::f_cat(&parts, 0).map_err(failed)?)?);
+            lens.extend(columns.iter().flat_map(|(_, l)| l.iter().copied()));
+        }
+        if !losses.is_empty() {
+            let tensors: Vec<Tensor> = losses.iter().map(|(t, _)| t.shallow_clone()).collect();
+            values.extend(read(Tensor::f_stack(&tensors, 0).map_err(failed)?)?);
+            lens.extend(losses.iter().map(|(_, l)| *l));
+        }
+        let first_step = self.step - values.len() as u64;
         let (mut sum, mut count) = (0.0, 0i64);
-        for (i, (value, (_, len))) in values.iter().zip(&losses).enumerate() {
+        for (i, (value, len)) in values.iter().zip(&lens).enumerate() {
             let step = first_step + i as u64;
             self.scalar("batch/loss", step as i64, *value);
             if !value.is_finite() {

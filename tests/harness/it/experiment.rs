@@ -417,12 +417,16 @@ fn sigkill_at_any_point_loses_nothing_finished_and_resume_gives_the_same_numbers
     // Uninterrupted.
     let reference = env();
     reference.write("virb.yaml", &job(configs, extra));
+    let started = std::time::Instant::now();
     ok(&reference.run());
+    // Kill points as fractions of the uninterrupted run, so that a fast machine still kills
+    // runs mid-way (fixed delays let a fast machine finish first).
+    let whole = started.elapsed().as_millis() as u64;
     // Killed (SIGKILL) at several points, then finished by the same command.
     let env = env();
     env.write("virb.yaml", &job(configs, extra));
     let mut kills = 0;
-    for delay_ms in [700u64, 2500, 1500, 3000, 2000] {
+    for delay_ms in [12u64, 40, 25, 45, 30].map(|pct| (whole * pct / 100).max(300)) {
         let mut child = env
             .run_command(&["--checkpoint-every", "0"])
             .stdout(std::process::Stdio::null())
