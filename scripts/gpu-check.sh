@@ -125,7 +125,7 @@ else
   "$python" scripts/py/make_weights.py "$work/resnet50.pt" --calibrate-dir "$work/data" --calibrate-size 112
   echo "weights: $work/resnet50.pt in $(seconds_since "$t") s"
   cat >"$work/experiments.yaml" <<EOF
-gpu-check-resnet50: '$work/resnet50.pt'
+gpu-check-resnet50: {weights: '$work/resnet50.pt', encoder: resnet50, options: {precision: fp32}}
 gpu-check-resnet50-bf16: {weights: '$work/resnet50.pt', encoder: resnet50, options: {precision: bf16}}
 EOF
   cat >"$work/virb.yaml" <<EOF

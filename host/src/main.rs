@@ -23,6 +23,7 @@ mod outdir;
 mod plan;
 mod plan_print;
 mod plugins;
+mod precision;
 mod preflight;
 mod progress;
 mod records;

@@ -57,6 +57,9 @@ pub struct RunOptions {
     pub run_id: String,
     /// Encode a split larger than this in shards other workers help with (None: never).
     pub shard_samples: Option<usize>,
+    /// The run's precision for frozen encoders (`auto` resolved for the device): filled into the
+    /// options of experiments whose encoder takes one and that do not set it.
+    pub precision: String,
 }
 
 /// How a run ended.
@@ -102,13 +105,18 @@ impl ExpCtx<'_> {
     /// The experiment's encoder, loaded on first use (a load error is kept and repeated).
     pub(crate) fn encoder(&self, ctx: &Ctx<'_>) -> Result<&EncoderBox, JobError> {
         self.encoder
-            .get_or_init(|| self.load_fresh(ctx).map_err(|e| e.to_string()))
+            .get_or_init(|| self.load(ctx, &self.exp.options).map_err(|e| e.to_string()))
             .as_ref()
             .map_err(|e| JobError::Other(e.clone()))
     }
 
-    /// A new copy of the experiment's encoder (fine-tuning trains one per config and seed).
+    /// A new copy of the experiment's encoder to fine-tune (one per config and seed), with the
+    /// entry's options as written (not the run's precision: fine-tuning trains in fp32).
     pub(crate) fn load_fresh(&self, ctx: &Ctx<'_>) -> Result<EncoderBox, JobError> {
+        self.load(ctx, &self.exp.written_options)
+    }
+
+    fn load(&self, ctx: &Ctx<'_>, options: &serde_json::Value) -> Result<EncoderBox, JobError> {
         eprintln!(
             "loading encoder `{}` for experiment `{}` from {}",
             self.exp.encoder,
@@ -118,7 +126,7 @@ impl ExpCtx<'_> {
         plugin(self.entry.factory.load(EncoderRequest {
             weights: self.exp.weights.to_string_lossy().as_ref().into(),
             device: device_name(ctx.opts.device).into(),
-            options_json: self.exp.options.to_string().into(),
+            options_json: options.to_string().into(),
         }))
     }
 }
@@ -219,7 +227,7 @@ pub(crate) fn job_identity(
 ) -> serde_json::Value {
     serde_json::json!({
         "encoder": ec.exp.encoder,
-        "encoder_options": ec.exp.options,
+        "encoder_options": encoder_options(ec.exp, job.train_encoder),
         "encoder_plugin": [ec.entry.plugin.name, ec.entry.plugin.version],
         "weights_sha256": ec.weights_sha256,
         "task": job.task,
@@ -237,6 +245,16 @@ pub(crate) fn job_identity(
         "validation_fraction": job.validation_fraction,
         "train_encoder": job.train_encoder,
     })
+}
+
+/// The encoder options a job runs with: the run's (precision filled in) when frozen, the
+/// entry's as written when fine-tuned.
+pub(crate) fn encoder_options(exp: &Experiment, train_encoder: bool) -> &serde_json::Value {
+    if train_encoder {
+        &exp.written_options
+    } else {
+        &exp.options
+    }
 }
 
 /// Checks that a job's train and test splits and its encoder fit together: the same classes,

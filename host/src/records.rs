@@ -282,7 +282,7 @@ pub(crate) fn build_record(
             },
             weights: exp.weights.display().to_string(),
             weights_sha256: ec.weights_sha256.clone(),
-            options: exp.options.clone(),
+            options: crate::plan::encoder_options(exp, p.train_encoder).clone(),
         },
         hyperparameters: p.hyper,
         train_encoder: p.train_encoder,

@@ -97,6 +97,14 @@ pub(crate) struct RunArgs {
     /// several devices, else never; 0: never).
     #[arg(long = "shard-samples", value_name = "N", allow_negative_numbers = true, value_parser = crate::cli::shard_samples)]
     pub(crate) shard_samples: Option<usize>,
+    /// The type frozen encoders compute in, for each experiment whose encoder takes a
+    /// `precision` option and whose entry does not set one: `auto` (the default, or
+    /// `$VIRB_PRECISION`): bf16 on a device that computes it natively (a CUDA device of compute
+    /// capability 8.0 or later, a CPU with AMX or AVX-512 bf16 instructions), fp32 elsewhere;
+    /// or `fp32`, `bf16`, `fp16`. Part of every cache key and result; fine-tuning always
+    /// trains in fp32.
+    #[arg(long, value_name = "TYPE", value_parser = ["auto", "fp32", "bf16", "fp16"])]
+    pub(crate) precision: Option<String>,
 }
 
 impl RunArgs {
@@ -138,6 +146,9 @@ impl RunArgs {
         flag("--lease", self.lease.to_string().into());
         if let Some(n) = self.shard_samples {
             flag("--shard-samples", n.to_string().into());
+        }
+        if let Some(p) = &self.precision {
+            flag("--precision", p.into());
         }
         for o in &self.only {
             flag("--only", o.into());
@@ -193,6 +204,8 @@ mod tests {
             "30",
             "--cache-budget",
             "1G",
+            "--precision",
+            "bf16",
         ])
         .run;
         let argv = parsed.to_argv();
@@ -201,6 +214,7 @@ mod tests {
         assert_eq!(again.virb_configs, PathBuf::from("/abs/v y.yaml"));
         assert!(again.experiment_list.is_absolute() && again.out.is_some_and(|o| o.is_absolute()));
         assert_eq!(again.max_epochs, Some(2));
+        assert_eq!(again.precision.as_deref(), Some("bf16"));
         assert!(again.force && again.keep_going && !again.no_cache && !again.dry_run);
         assert_eq!((again.lease, again.cache_budget), (30.0, 1 << 30));
     }

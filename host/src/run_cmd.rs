@@ -62,6 +62,14 @@ pub(crate) fn options(
         only: args.only.clone(),
         lease: std::time::Duration::from_secs_f64(args.lease),
         run_id: crate::schedule::new_run_id(),
+        precision: crate::precision::resolve(
+            args.precision
+                .clone()
+                .or_else(|| std::env::var(crate::precision::ENV).ok())
+                .as_deref()
+                .unwrap_or("auto"),
+            devices.first().copied().unwrap_or(Device::Cpu),
+        )?,
         shard_samples: match args.shard_samples {
             Some(0) => None,
             Some(n) => Some(n),

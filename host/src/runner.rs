@@ -19,7 +19,10 @@ pub fn surveyed<T>(
     registry: &Registry,
     then: impl FnOnce(&Ctx<'_>, &crate::survey::Survey<'_>) -> T,
 ) -> Result<T, SetupError> {
-    let experiments = config::load_experiment_list(&opts.experiment_list)?;
+    let mut experiments = config::load_experiment_list(&opts.experiment_list)?;
+    for note in crate::precision::apply(&mut experiments, registry, &opts.precision) {
+        eprintln!("note: {note}");
+    }
     let mut virb = config::load_virb_config(&opts.virb_configs)?;
     if let Some(max) = opts.max_epochs {
         let capped: Vec<String> = virb

@@ -94,3 +94,12 @@ pub const ENCODER_CHECK_WEIGHTS: &str = "virb.encoder.check_weights/v1";
 /// A head that cannot promise all of it (another architecture, several frames, a custom loss)
 /// answers "not offered", and the host calls it one by one.
 pub const HEAD_LINEAR_CLASSIFIER: &str = "virb.head.linear_classifier/v1";
+
+/// Encoder-factory capability: the encoder takes the option `precision`, the type its frozen
+/// forward runs in. Call JSON: `{"encoder": "<name>"}`. Reply JSON: `{"precisions": ["fp32",
+/// ...]}`, the values it accepts (`fp32` always among them). The host then fills in an
+/// experiment's `precision` from the run's `--precision` (by default the device's fastest exact
+/// enough type: `bf16` where the device computes it natively, else `fp32`) when the experiment
+/// list does not set it, so that the precision is part of every cache key and result. A factory
+/// that does not answer keeps its options as written.
+pub const ENCODER_PRECISIONS: &str = "virb.encoder.precisions/v1";

@@ -43,8 +43,12 @@ pub struct Experiment {
     pub encoder: String,
     /// Weights file.
     pub weights: PathBuf,
-    /// Encoder options, as a JSON object.
+    /// Encoder options, as a JSON object: those of the entry and, for a frozen encoder, the
+    /// run's precision where the entry sets none ([`crate::precision`]).
     pub options: serde_json::Value,
+    /// The entry's options as written: what a fine-tuned copy is loaded with (fine-tuning trains
+    /// in fp32 whatever the run's precision).
+    pub written_options: serde_json::Value,
     /// The line of its entry in the experiment list.
     pub line: Option<usize>,
 }
@@ -123,6 +127,10 @@ pub fn load_experiment_list(path: &Path) -> Result<Vec<Experiment>, ConfigError>
             encoder: e.encoder.unwrap_or_else(|| DEFAULT_ENCODER.to_string()),
             weights: PathBuf::from(e.weights),
             options: e
+                .options
+                .clone()
+                .unwrap_or(serde_json::Value::Object(Default::default())),
+            written_options: e
                 .options
                 .unwrap_or(serde_json::Value::Object(Default::default())),
         })

@@ -32,6 +32,7 @@ use virb_plugin_api::{
     device_name, guard, no_extension, parse_device, Encoder, EncoderBox, EncoderFactory,
     EncoderFactoryBox, EncoderInfo, EncoderRequest, ExtensionCall, ExtensionReply, ExtensionResult,
     FeatureSpec, NamedTensor, OutputSpec, PluginError, TensorRef, ENCODER_CHECK_WEIGHTS,
+    ENCODER_PRECISIONS,
 };
 
 /// The factory of one ResNet (`resnet50`, ...).
@@ -47,9 +48,10 @@ struct Options {
     /// Run convolutions in channels-last memory layout (faster on CPUs and recent GPUs; same
     /// numbers up to float rounding). Default: true.
     channels_last: Option<bool>,
-    /// `fp32` (default), `bf16` or `fp16`: the type the frozen network computes in (its outputs
-    /// are float32). bf16 is fast on GPUs and on CPUs with bf16 instructions (`virb-host devices`
-    /// says); fp16 is for GPUs. Part of the feature cache's key and of every result's
+    /// `fp32`, `bf16` or `fp16`: the type the frozen network computes in (its outputs are
+    /// float32). bf16 is fast on GPUs and on CPUs with bf16 instructions (`virb-host devices`
+    /// says); fp16 is for GPUs. Unset here it is fp32, but virb-host fills it in from its
+    /// `--precision` (plugin-api's `ENCODER_PRECISIONS`). Part of the feature cache's key and of every result's
     /// `encoder_options`, like every option.
     precision: Option<String>,
 }
@@ -122,6 +124,11 @@ impl EncoderFactory for ResNetFactory {
     }
 
     fn extension(&self, name: RStr<'_>, call: ExtensionCall) -> ExtensionResult {
+        if name.as_str() == ENCODER_PRECISIONS {
+            return RResult::ROk(ROption::RSome(ExtensionReply::json(
+                r#"{"precisions": ["fp32", "bf16", "fp16"]}"#,
+            )));
+        }
         if name.as_str() != ENCODER_CHECK_WEIGHTS {
             return no_extension();
         }

@@ -17,6 +17,7 @@ mod finetune;
 mod flow;
 mod hardening;
 mod plugins;
+mod precision;
 mod reference;
 mod rerun;
 mod scale;

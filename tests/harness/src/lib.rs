@@ -301,7 +301,10 @@ fn host(args: &[&str], cwd: &Path, paths: &[&Path], plugins: &Path, stamps: bool
         // user's.
         .env("VIRB_FEATURE_CACHE", cwd.join("cache"))
         .env("XDG_CONFIG_HOME", cwd.join(".config"))
-        .env("VIRB_RERUN_DIR", cwd.join("reruns"));
+        .env("VIRB_RERUN_DIR", cwd.join("reruns"))
+        // The numbers tests compare with PyTorch's fp32 unless they ask for another precision
+        // (`auto` is bf16 on a CPU with bf16 instructions); `it/precision.rs` checks `auto`.
+        .env("VIRB_PRECISION", "fp32");
     if !stamps {
         // A test's identical reruns check what the run does (skips, verifications, messages),
         // not the launcher's answer from a stamp: `it/rerun.rs` checks that.
@@ -439,7 +442,8 @@ impl Env {
             .env("NO_COLOR", "1")
             .env("VIRB_FEATURE_CACHE", self.dir.path().join("cache"))
             .env("XDG_CONFIG_HOME", self.dir.path().join(".config"))
-            .env("VIRB_NO_RERUN_STAMP", "1");
+            .env("VIRB_NO_RERUN_STAMP", "1")
+            .env("VIRB_PRECISION", "fp32");
         cmd
     }
 
