@@ -7,6 +7,18 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 . scripts/env.sh
+if [ "${CI:-}" = true ]; then
+  # A clean clone builds once: incremental compilation would only add ~4 GB of target/ (a CI run
+  # once failed when the machine's disk filled: the linker died of SIGBUS, a torch.save failed).
+  export CARGO_INCREMENTAL=0
+fi
+# The disk the run starts with, so that a failure from a full disk reads as one. The build, the
+# test data and the libtorch venv take about 20 GB on a clean machine.
+df -h "$root" "${TMPDIR:-/tmp}" 2>/dev/null | sed 's/^/disk: /' >&2 || true
+avail_kb=$(df -Pk "$root" 2>/dev/null | awk 'NR==2 {print $4}')
+if [ -n "$avail_kb" ] && [ "$avail_kb" -lt $((12 * 1024 * 1024)) ]; then
+  echo "warning: only $((avail_kb / 1024)) MiB free on the disk of $root; the build and tests need about 12 GB more" >&2
+fi
 cargo fmt --all --check
 # --all-targets: the test binaries too, with dev-dependencies, so that `cargo test` reuses every
 # unit. Built without them, the build dependencies of torch-sys resolve differently and `cargo
