@@ -4,6 +4,7 @@
 //! validation, checkpoints ([`checkpoint`]), then a dataset-level evaluation on the whole test
 //! split. A grid's linear classifier heads train as one stacked computation ([`stacked`]).
 pub mod checkpoint;
+pub mod losses;
 pub mod optim;
 pub mod pass;
 pub mod stacked;

@@ -71,6 +71,9 @@ pub fn train_pass(
     train: &dyn FeatureStore,
     pass: &Pass<'_>,
 ) -> Result<u32, JobError> {
+    // What the survey, the datasets and the encoding freed goes back to the system before the
+    // longest phase (see `release_free_memory`).
+    crate::libtorch::release_free_memory();
     let job = pass.job;
     let n = train.len();
     let bs = job.batch_size as i64;

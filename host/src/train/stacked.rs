@@ -70,7 +70,7 @@ pub(super) struct Stack {
     v: Option<(Tensor, Tensor)>,
     step: i32,
     /// Each step's losses `[H]` and batch size, handed to the heads at the end of the epoch.
-    losses: Vec<(Tensor, i64)>,
+    losses: super::losses::LossLog,
     /// Logits `[n, H*C]` and targets not yet given to the heads' metrics, and their bytes.
     pending: Vec<(Tensor, Tensor)>,
     pending_bytes: usize,
@@ -184,6 +184,7 @@ impl Stack {
             take(&|o, m| o.v[m.bias].as_ref().map(Tensor::shallow_clone))?,
         );
         let step = trainees[members[0].trainee].opt.step;
+        let heads = members.len() as i64;
         Ok(Stack {
             classes: key.shape[0],
             members,
@@ -193,7 +194,7 @@ impl Stack {
             m,
             v,
             step,
-            losses: Vec::new(),
+            losses: super::losses::LossLog::new(heads),
             pending: Vec::new(),
             pending_bytes: 0,
         })
@@ -283,7 +284,7 @@ impl Stack {
         self.update(trainees, &lr, &momentum)?;
         // The metrics are dataset-level (plugin-api's contract): the logits of many batches go
         // to each head's metric in one update, not one update per head per batch.
-        self.losses.push((losses.f_detach()?, n));
+        self.losses.push(&losses, n)?;
         self.pending_bytes += (n * heads * classes) as usize * 4;
         self.pending.push((out.f_detach()?, y.f_detach_copy()?));
         if self.pending_bytes > PENDING_BYTES {
@@ -334,10 +335,7 @@ impl Stack {
                 self.fail(trainees, &e.to_string());
             }
         }
-        if !self.losses.is_empty() {
-            let (steps, lens): (Vec<Tensor>, Vec<i64>) =
-                std::mem::take(&mut self.losses).into_iter().unzip();
-            let all = Tensor::f_stack(&steps, 0)?;
+        if let Some((all, lens)) = self.losses.take()? {
             for (j, m) in self.members.iter().enumerate() {
                 trainees[m.trainee]
                     .epoch_loss_columns

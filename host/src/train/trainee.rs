@@ -96,7 +96,7 @@ pub struct Trainee {
     pub(super) busy_s: f64,
     /// This epoch's per-step losses (on the device) and batch sizes: read once at the end of the
     /// epoch, so that training never waits for the device between steps.
-    pub(super) epoch_losses: Vec<(Tensor, i64)>,
+    pub(super) epoch_losses: super::losses::LossLog,
     /// The same for a head trained stacked: each entry the losses `[k]` of `k` steps and their
     /// batch sizes (one tensor per epoch rather than one per step).
     pub(super) epoch_loss_columns: Vec<(Tensor, Vec<i64>)>,
@@ -133,7 +133,7 @@ impl Trainee {
             busy_s: 0.0,
             log: None,
             log_error: false,
-            epoch_losses: Vec::new(),
+            epoch_losses: super::losses::LossLog::new(1),
             epoch_loss_columns: Vec::new(),
         })
     }
@@ -203,7 +203,8 @@ impl Trainee {
             .into_tch();
         let len = target.shallow_clone().size().first().copied().unwrap_or(1);
         self.epoch_losses
-            .push((loss.f_detach().map_err(|e| failed(e.into()))?, len));
+            .push(&loss, len)
+            .map_err(|e| failed(e.into()))?;
         self.opt.zero_grad();
         loss.f_backward().map_err(|e| failed(e.into()))?;
         let (lr, momentum) = self.schedule.at(epoch, self.step);
@@ -224,8 +225,8 @@ impl Trainee {
     /// returns their sample-weighted mean; a NaN or infinite loss stops the trainee as diverged,
     /// naming the first step where it happened.
     pub(crate) fn take_epoch_loss(&mut self, epoch: u32) -> Result<f64, Stop> {
-        let losses = std::mem::take(&mut self.epoch_losses);
-        let columns = std::mem::take(&mut self.epoch_loss_columns);
+        let steps = self.epoch_losses.take();
+        let mut columns = std::mem::take(&mut self.epoch_loss_columns);
         let failed = |e: tch::TchError| Stop::Failed {
             reason: JobError::from(e).to_string(),
         };
@@ -236,17 +237,15 @@ impl Trainee {
                 .map_err(failed)?;
             Vec::<f64>::try_from(&t).map_err(failed)
         };
+        if let Some((t, l)) = steps.map_err(failed)? {
+            columns.push((t.f_reshape([-1]).map_err(failed)?, l));
+        }
         let mut values = Vec::new();
         let mut lens = Vec::new();
         if !columns.is_empty() {
             let parts: Vec<Tensor> = columns.iter().map(|(t, _)| t.shallow_clone()).collect();
             values.extend(read(Tensor::f_cat(&parts, 0).map_err(failed)?)?);
             lens.extend(columns.iter().flat_map(|(_, l)| l.iter().copied()));
-        }
-        if !losses.is_empty() {
-            let tensors: Vec<Tensor> = losses.iter().map(|(t, _)| t.shallow_clone()).collect();
-            values.extend(read(Tensor::f_stack(&tensors, 0).map_err(failed)?)?);
-            lens.extend(losses.iter().map(|(_, l)| *l));
         }
         let first_step = self.step - values.len() as u64;
         let (mut sum, mut count) = (0.0, 0i64);
