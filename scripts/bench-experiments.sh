@@ -104,8 +104,8 @@ c1, c8, w1, w8, dc, ds, df = ([float(x) for x in a.split()] for a in sys.argv[1:
 m = statistics.median
 train, test = "$sizes".split()
 print(f"grid ({train} train / {test} test images at {$IMAGE_SIZE} px, {$EPOCHS} epochs, {$THREADS} threads, medians of {len(c1)}):")
-print(f"  cold cache (encode + train): 1 config {m(c1):.2f} s, 8 configs {m(c8):.2f} s, ratio {m(c8)/m(c1):.2f}x (goal <= 1.5x)")
-print(f"  warm cache (read + train):   1 config {m(w1):.2f} s, 8 configs {m(w8):.2f} s, ratio {m(w8)/m(w1):.2f}x")
+print(f"  cold cache (encode + train): 1 config {m(c1):.2f} s, 8 configs {m(c8):.2f} s, ratio {m(c8)/m(c1):.2f}x")
+print(f"  warm cache (read + train):   1 config {m(w1):.2f} s, 8 configs {m(w8):.2f} s, ratio {m(w8)/m(w1):.2f}x (goal <= 1.5x)")
 print(f"demo (configs/virb_configs/demo.yaml, medians of {len(dc)}):")
 print(f"  first run {m(dc):.2f} s; identical rerun {m(ds):.3f} s ({m(dc)/m(ds):.1f}x faster); --force on cached features {m(df):.2f} s ({m(dc)/m(df):.1f}x faster) (goal >= 20x)")
 if "$tsv":

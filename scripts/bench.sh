@@ -8,9 +8,11 @@
 #      CalTech-101 set, fp32 and bf16, vs. scripts/py/bench_pytorch.py; with BIG=1 also a
 #      2,000-image set (fp32);
 #   3. the experiment machinery (scripts/bench-experiments.sh): a grid of 8 configs vs. 1 on a warm
-#      feature cache, and the demo's first run vs. its identical rerun.
+#      feature cache, and the demo's first run vs. its identical rerun;
+#   4. with MEMORY=1, a linear head from an ImageNet-sized memory-mapped embedding cache vs. PyTorch
+#      from an in-memory tensor (scripts/bench-memory.sh).
 #
-#   REPEATS (3; each sub-benchmark's runs per side) PRECISIONS ("fp32 bf16") BIG (0)
+#   REPEATS (3; each sub-benchmark's runs per side) PRECISIONS ("fp32 bf16") BIG (0) MEMORY (0)
 #   STEPS ("decode e2e experiments"; "big" with BIG=1) APPEND (0; 1 keeps the rows of earlier
 #   steps in bench-work/bench-table.tsv, to redo one step and reprint the table)
 #   E2E_REPEATS (REPEATS) BF16_REPEATS (1) BIG_REPEATS (1) THREADS (2) WORKERS (2)
@@ -22,6 +24,8 @@ E2E_REPEATS=${E2E_REPEATS:-$REPEATS} BIG_REPEATS=${BIG_REPEATS:-1} BF16_REPEATS=
 export THREADS=${THREADS:-2} WORKERS=${WORKERS:-2}
 STEPS=${STEPS:-decode e2e experiments}
 [ "$BIG" = 1 ] && STEPS="$STEPS big"
+# ~6 minutes and 6 GB of disk (a 5.5 GB embedding cache): only when asked.
+[ "${MEMORY:-0}" = 1 ] && STEPS="$STEPS memory"
 # The rows so far, kept (git-ignored) so that APPEND=1 STEPS=... can redo one step and reprint.
 mkdir -p bench-work
 tsv="$root/bench-work/bench-table.tsv"
@@ -33,7 +37,8 @@ for step in $STEPS; do
     e2e) REPEATS=$E2E_REPEATS BF16_REPEATS=$BF16_REPEATS PRECISIONS="$PRECISIONS" bash scripts/bench-e2e.sh ;;
     big) REPEATS=$BIG_REPEATS BF16_REPEATS=$BIG_REPEATS PRECISIONS="$PRECISIONS" CLASSES=10 TRAIN_PER_CLASS=150 TEST_PER_CLASS=50 bash scripts/bench-e2e.sh ;;
     experiments) REPEATS=$REPEATS bash scripts/bench-experiments.sh ;;
-    *) echo "unknown step $step (decode, e2e, big, experiments)" >&2; exit 2 ;;
+    memory) bash scripts/bench-memory.sh ;;
+    *) echo "unknown step $step (decode, e2e, big, experiments, memory)" >&2; exit 2 ;;
   esac
 done
 . scripts/env.sh
