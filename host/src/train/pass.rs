@@ -137,11 +137,16 @@ pub fn train_pass(
             let refs = as_refs(&batch.features);
             let target = TensorRef::of(&batch.target);
             let hw = batch.input_hw;
-            for stack in &mut stacks {
-                if let Err(e) = stack.train_step(trainees, &mut metrics, &refs, target, epoch) {
-                    eprintln!("{label}: stopped: {e}");
-                    stack.fail(trainees, &e.to_string());
-                }
+            for (i, e) in super::stacked::train_step(
+                &mut stacks,
+                trainees,
+                &mut metrics,
+                &refs,
+                target,
+                epoch,
+            ) {
+                eprintln!("{label}: stopped: {e}");
+                stacks[i].fail(trainees, &e.to_string());
             }
             // Each head's step is independent of the others': on the CPU they run in parallel
             // (the numbers are the same as one after the other).

@@ -1,5 +1,7 @@
 //! The optimiser step of a stack: PyTorch's Adam and SGD (as `optim.rs` does for one head), over
-//! the concatenated parameters, with each head's hyperparameters in per-row tensors.
+//! the concatenated parameters, with each head's hyperparameters in per-row tensors. The row
+//! tensors are kept while their values stay the same (most schedules change them per epoch), so a
+//! step costs about as many libtorch calls as one head's.
 use super::Stack;
 use crate::config::OptimizerKind;
 use crate::error::JobError;
@@ -10,7 +12,67 @@ const ADAM_BETA1: f64 = 0.9;
 const ADAM_BETA2: f64 = 0.999;
 const ADAM_EPS: f64 = 1e-8;
 
+/// Which per-head value a cached row tensor holds.
+#[derive(Clone, Copy)]
+pub(super) enum Slot {
+    Decay = 0,
+    OneMinusBeta1 = 1,
+    Scale = 2,
+    Momentum = 3,
+    Lr = 4,
+}
+
+/// Slots of [`Slot`].
+pub(super) const SLOTS: usize = 5;
+
+/// A per-head value for every row: `[H*C]` for the bias and `[H*C, 1]` for the weight.
+pub(super) struct Rows {
+    values: Vec<f64>,
+    flat: Tensor,
+    wide: Tensor,
+}
+
+impl Clone for Rows {
+    fn clone(&self) -> Self {
+        Rows {
+            values: self.values.clone(),
+            flat: self.flat.shallow_clone(),
+            wide: self.wide.shallow_clone(),
+        }
+    }
+}
+
+impl Rows {
+    fn of(&self, p: &Tensor) -> &Tensor {
+        if p.dim() == 2 {
+            &self.wide
+        } else {
+            &self.flat
+        }
+    }
+}
+
 impl Stack {
+    /// The row tensors of `values` in `slot`, made again only when the values changed.
+    fn rows(&mut self, slot: Slot, values: &[f64]) -> Result<Rows, JobError> {
+        if let Some(r) = &self.row_cache[slot as usize] {
+            if r.values == values {
+                return Ok(r.clone());
+            }
+        }
+        let v: Vec<f32> = values.iter().map(|&x| x as f32).collect();
+        let flat = Tensor::f_from_slice(&v)?
+            .f_to_device(self.weight.device())?
+            .f_repeat_interleave_self_int(self.classes, 0, None)?;
+        let rows = Rows {
+            values: values.to_vec(),
+            wide: flat.f_unsqueeze(1)?,
+            flat,
+        };
+        self.row_cache[slot as usize] = Some(rows.clone());
+        Ok(rows)
+    }
+
     /// The optimiser step over the stacked parameters (see `optim.rs` for one head's).
     pub(super) fn update(
         &mut self,
@@ -25,48 +87,55 @@ impl Stack {
             .iter()
             .map(|m| &trainees[m.trainee].opt)
             .collect();
-        let decay = self
-            .key
-            .weight_decay
-            .then(|| opts.iter().map(|o| o.weight_decay).collect::<Vec<f64>>());
-        let decay = decay.map(|d| self.rows(&d)).transpose()?;
-        let grads = [self.weight.grad(), self.bias.grad()];
-        let mut grads: Vec<Tensor> = grads
-            .into_iter()
-            .zip([&self.weight, &self.bias])
-            .map(|(g, p)| match &decay {
-                Some(d) => {
-                    let d = if p.dim() == 2 {
-                        d.f_unsqueeze(1)?
-                    } else {
-                        d.shallow_clone()
-                    };
-                    Ok(g.f_add(&p.f_mul(&d)?)?)
-                }
-                None => Ok(g),
-            })
-            .collect::<Result<_, JobError>>()?;
-        let widen = |t: Tensor, p: &Tensor| -> Result<Tensor, JobError> {
-            Ok(if p.dim() == 2 { t.f_unsqueeze(1)? } else { t })
+        let decay: Vec<f64> = opts.iter().map(|o| o.weight_decay).collect();
+        let moms: Vec<f64> = momentum
+            .iter()
+            .zip(&opts)
+            .map(|(m, o)| m.unwrap_or(o.momentum))
+            .collect();
+        let decay = match self.key.weight_decay {
+            true => Some(self.rows(Slot::Decay, &decay)?),
+            false => None,
         };
+        let mut grads = Vec::with_capacity(2);
+        for p in [&self.weight, &self.bias] {
+            let g = p.grad();
+            grads.push(match &decay {
+                Some(d) => g.f_add(&p.f_mul(d.of(p))?)?,
+                None => g,
+            });
+        }
         match self.key.kind {
             OptimizerKind::Adam => {
                 let beta1: Vec<f64> = momentum.iter().map(|m| m.unwrap_or(ADAM_BETA1)).collect();
-                let lerp = self.rows(&beta1.iter().map(|b| 1.0 - b).collect::<Vec<_>>())?;
-                let scale = self.rows(
-                    &beta1
+                let lerp = self.rows(
+                    Slot::OneMinusBeta1,
+                    &beta1.iter().map(|b| 1.0 - b).collect::<Vec<_>>(),
+                )?;
+                // p -= lr / (1 - beta1^t) * m / denom: with one beta1 for every head (all but
+                // OneCycle) the bias correction is a scalar and the rows (-lr) stay the same.
+                let uniform = beta1.iter().all(|b| *b == beta1[0]);
+                let (scale, correction) = if uniform {
+                    let neg: Vec<f64> = lr.iter().map(|l| -l).collect();
+                    (
+                        self.rows(Slot::Scale, &neg)?,
+                        1.0 - beta1[0].powi(self.step),
+                    )
+                } else {
+                    let step = self.step;
+                    let per: Vec<f64> = beta1
                         .iter()
                         .zip(lr)
-                        .map(|(b, l)| -(l / (1.0 - b.powi(self.step))))
-                        .collect::<Vec<_>>(),
-                )?;
+                        .map(|(b, l)| -(l / (1.0 - b.powi(step))))
+                        .collect();
+                    (self.rows(Slot::Scale, &per)?, 1.0)
+                };
                 let bc2 = 1.0 - ADAM_BETA2.powi(self.step);
-                let zeros = |p: &Tensor| p.f_zeros_like();
                 if self.m.is_none() {
-                    self.m = Some((zeros(&self.weight)?, zeros(&self.bias)?));
+                    self.m = Some((self.weight.f_zeros_like()?, self.bias.f_zeros_like()?));
                 }
                 if self.v.is_none() {
-                    self.v = Some((zeros(&self.weight)?, zeros(&self.bias)?));
+                    self.v = Some((self.weight.f_zeros_like()?, self.bias.f_zeros_like()?));
                 }
                 let (Some((mw, mb)), Some((vw, vb))) = (&mut self.m, &mut self.v) else {
                     return Err(JobError::Other("stacked Adam without moments".into()));
@@ -77,30 +146,28 @@ impl Stack {
                     .zip([mw, mb])
                     .zip([vw, vb])
                 {
-                    let _ = m.f_lerp_tensor_(g, &widen(lerp.shallow_clone(), p)?)?;
+                    let _ = m.f_lerp_tensor_(g, lerp.of(p))?;
                     let _ = v.f_mul_scalar_(ADAM_BETA2)?;
                     let _ = v.f_addcmul_(g, &g.f_mul_scalar(1.0 - ADAM_BETA2)?)?;
                     let mut denom = v.f_sqrt()?;
                     let _ = denom.f_div_scalar_(bc2.sqrt())?;
                     let _ = denom.f_add_scalar_(ADAM_EPS)?;
-                    let _ = denom.f_div_(&widen(scale.shallow_clone(), p)?)?;
+                    let _ = denom.f_div_(scale.of(p))?;
+                    if correction != 1.0 {
+                        let _ = denom.f_mul_scalar_(correction)?;
+                    }
                     let _ = p.f_addcdiv_(m, &denom)?;
                 }
             }
             OptimizerKind::Sgd => {
-                let moms: Vec<f64> = momentum
-                    .iter()
-                    .zip(&opts)
-                    .map(|(m, o)| m.unwrap_or(o.momentum))
-                    .collect();
-                let mom = self.rows(&moms)?;
-                let lr = self.rows(lr)?;
+                let mom = self.rows(Slot::Momentum, &moms)?;
+                let lr = self.rows(Slot::Lr, lr)?;
                 if self.key.uses_momentum {
                     let bufs = match self.m.take() {
                         None => (grads[0].f_detach_copy()?, grads[1].f_detach_copy()?),
                         Some((mut bw, mut bb)) => {
                             for (b, g) in [&mut bw, &mut bb].into_iter().zip(&grads) {
-                                let _ = b.f_mul_(&widen(mom.shallow_clone(), g)?)?;
+                                let _ = b.f_mul_(mom.of(g))?;
                                 let _ = b.f_add_(g)?;
                             }
                             (bw, bb)
@@ -108,7 +175,7 @@ impl Stack {
                     };
                     for (g, b) in grads.iter_mut().zip([&bufs.0, &bufs.1]) {
                         *g = if self.key.nesterov {
-                            g.f_add(&b.f_mul(&widen(mom.shallow_clone(), g)?)?)?
+                            g.f_add(&b.f_mul(mom.of(g))?)?
                         } else {
                             b.shallow_clone()
                         };
@@ -116,7 +183,7 @@ impl Stack {
                     self.m = Some(bufs);
                 }
                 for (p, d) in [&mut self.weight, &mut self.bias].into_iter().zip(&grads) {
-                    let step = d.f_mul(&widen(lr.shallow_clone(), p)?)?;
+                    let step = d.f_mul(lr.of(p))?;
                     let _ = p.f_sub_(&step)?;
                 }
             }
