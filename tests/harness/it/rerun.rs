@@ -11,19 +11,7 @@ type Change<'a> = (&'a str, Box<dyn Fn() + 'a>);
 const SERVED: &str = "nothing changed since this run finished";
 
 fn run(env: &Env, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "run",
-        "--experiment-list",
-        "experiments.yaml",
-        "--virb-configs",
-        "virb.yaml",
-        "--data-root",
-        "data",
-        "--out",
-        "out",
-    ];
-    args.extend_from_slice(extra);
-    env.host_stamped(&args)
+    env.run_stamped(extra)
 }
 
 /// A CalTech-101 fixture and a one-config job of a ResNet-18 whose weights are a copy in the

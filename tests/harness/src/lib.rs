@@ -318,6 +318,24 @@ fn host(args: &[&str], cwd: &Path, paths: &[&Path], plugins: &Path, stamps: bool
     }
 }
 
+/// The arguments of `virb-host run` on the folder's `experiments.yaml`, `virb.yaml`, `data/` and
+/// `out/`, then `extra`.
+fn run_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "run",
+        "--experiment-list",
+        "experiments.yaml",
+        "--virb-configs",
+        "virb.yaml",
+        "--data-root",
+        "data",
+        "--out",
+        "out",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// A fresh temporary folder with a plugin folder.
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -405,19 +423,12 @@ impl Env {
 
     /// `virb-host run` with `experiments.yaml`, `virb.yaml` and more arguments.
     pub fn run_with(&self, extra: &[&str]) -> Output {
-        let mut args = vec![
-            "run",
-            "--experiment-list",
-            "experiments.yaml",
-            "--virb-configs",
-            "virb.yaml",
-            "--data-root",
-            "data",
-            "--out",
-            "out",
-        ];
-        args.extend_from_slice(extra);
-        self.host(&args)
+        self.host(&run_args(extra))
+    }
+
+    /// [`Env::run_with`] with rerun stamps on (in `reruns/`).
+    pub fn run_stamped(&self, extra: &[&str]) -> Output {
+        self.host_stamped(&run_args(extra))
     }
 
     /// The `virb-host run` command line of [`Env::run_with`], for a test that starts (and
