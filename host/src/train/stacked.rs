@@ -1,16 +1,21 @@
 //! A grid's linear classifier heads trained as one stacked computation: the heads that answer
-//! plugin-api's [`HEAD_LINEAR_CLASSIFIER`] and share an optimiser family are concatenated, so
-//! that each batch is one matrix product, one loss and one backward pass for all of them, and one
-//! optimiser update over their concatenated parameters with each head's learning rate, momentum,
-//! weight decay and bias corrections in per-row tensors. Each head keeps its own loss, metric,
-//! schedule, TensorBoard scalars and step count; after every epoch the parameters and optimiser
-//! state are written back to the heads, so validation, checkpoints, selection and results see
-//! plain heads.
+//! plugin-api's [`HEAD_LINEAR_CLASSIFIER`] and share an optimiser family form a stack, with its
+//! heads' learning rates, momentum, weight decay and bias corrections per head; the stacks of one
+//! input keep their parameters in one pair of tensors. Each batch is then one matrix product for
+//! the logits of every head, the softmax cross-entropy and its gradient written out (no autograd:
+//! for a linear layer it is two products), one product for the weight gradient, and one optimiser
+//! update per stack. On the CPU the cross-entropy (`xent.rs`) and the update (`fused.rs`) are single
+//! passes over the memory; on a GPU they are libtorch calls. Each head keeps its own loss,
+//! metric, schedule, TensorBoard scalars and step count; after every epoch the parameters and
+//! optimiser state are written back to the heads, so validation, checkpoints, selection and
+//! results see plain heads.
 //!
-//! The arithmetic is PyTorch's Adam and SGD, element for element; only the summation order of the
-//! loss and of the bias gradient differs from a head trained alone, so the numbers agree to float
-//! rounding (a test compares them), not bit for bit. `VIRB_STACK_HEADS=0` trains every head one by
-//! one, bit-identical to a config trained alone.
+//! The arithmetic is PyTorch's Adam and SGD, element for element, and its cross-entropy; the
+//! summation order of the loss and of the gradients differs from a head trained alone, and
+//! softmax probabilities under 1.2e-38 times the batch size are zero in the gradient (a subnormal
+//! there makes the product many times slower), so the numbers agree to float rounding (tests
+//! compare them), not bit for bit. `VIRB_STACK_HEADS=0` trains every head one by one,
+//! bit-identical to a config trained alone.
 use super::optim::Optimizer;
 use super::trainee::Trainee;
 use crate::config::OptimizerKind;
@@ -72,6 +77,17 @@ pub(super) struct Stack {
     pending_bytes: usize,
     /// Per-row hyperparameter tensors, by [`update::Slot`], kept while their values stay.
     row_cache: [Option<update::Rows>; update::SLOTS],
+    /// The parameters of all the stacks of this one's input and shape, when there are several:
+    /// `weight` and `bias` are rows of these, so the joint pass needs no concatenation.
+    joint: Option<Joint>,
+}
+
+/// Parameters shared by the stacks of one input and shape, concatenated in the stacks' order.
+struct Joint {
+    /// Which group of stacks.
+    id: usize,
+    weight: Tensor,
+    bias: Tensor,
 }
 
 /// Logits held back for the metrics at most (then they are given to the metrics at once).
@@ -100,7 +116,41 @@ pub(super) fn build(trainees: &[Trainee], epoch: u32) -> Result<Vec<Stack>, JobE
     for (key, members) in groups.into_iter().filter(|(_, m)| m.len() > 1) {
         stacks.push(Stack::new(trainees, key, members)?);
     }
+    share_parameters(&mut stacks)?;
     Ok(stacks)
+}
+
+/// Puts the parameters of the stacks of one input and shape in one pair of tensors (the stacks'
+/// own become rows of it), in the stacks' order, as the joint pass of `step.rs` takes them.
+fn share_parameters(stacks: &mut [Stack]) -> Result<(), JobError> {
+    for first in 0..stacks.len() {
+        if stacks[first].joint.is_some() {
+            continue;
+        }
+        let key = stacks[first].key.clone();
+        let same: Vec<usize> = (first..stacks.len())
+            .filter(|&i| stacks[i].key.input == key.input && stacks[i].key.shape == key.shape)
+            .collect();
+        if same.len() < 2 {
+            continue;
+        }
+        let w: Vec<&Tensor> = same.iter().map(|&i| &stacks[i].weight).collect();
+        let b: Vec<&Tensor> = same.iter().map(|&i| &stacks[i].bias).collect();
+        let (weight, bias) = (Tensor::f_cat(&w, 0)?, Tensor::f_cat(&b, 0)?);
+        let mut row = 0;
+        for &i in &same {
+            let rows = stacks[i].weight.size()[0];
+            stacks[i].weight = weight.f_narrow(0, row, rows)?;
+            stacks[i].bias = bias.f_narrow(0, row, rows)?;
+            row += rows;
+            stacks[i].joint = Some(Joint {
+                id: first,
+                weight: weight.shallow_clone(),
+                bias: bias.shallow_clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A trainee's key and member entry, when its head is a plain linear classifier.
@@ -167,11 +217,9 @@ impl Stack {
             parts.map(|p| cat(&p)).transpose()
         };
         let weight = take(&|o, m| Some(o.params[m.weight].shallow_clone()))?
-            .ok_or_else(|| JobError::Other("empty stack".into()))?
-            .f_set_requires_grad(true)?;
+            .ok_or_else(|| JobError::Other("empty stack".into()))?;
         let bias = take(&|o, m| Some(o.params[m.bias].shallow_clone()))?
-            .ok_or_else(|| JobError::Other("empty stack".into()))?
-            .f_set_requires_grad(true)?;
+            .ok_or_else(|| JobError::Other("empty stack".into()))?;
         let pair = |a: Option<Tensor>, b: Option<Tensor>| a.zip(b);
         let m = pair(
             take(&|o, m| o.m[m.weight].as_ref().map(Tensor::shallow_clone))?,
@@ -196,6 +244,7 @@ impl Stack {
             pending: Vec::new(),
             pending_bytes: 0,
             row_cache: Default::default(),
+            joint: None,
         })
     }
 
@@ -214,13 +263,15 @@ impl Stack {
         trainees[self.members[0].trainee].active()
     }
 
-    /// After the joint forward and backward ([`train_step`]): this stack's update and each of
-    /// its heads' losses `[H]`, logits `[n, H*C]`, learning rates and steps.
+    /// After the joint forward and backward ([`train_step`]): this stack's update with its
+    /// gradients (weight, bias), and each of its heads' losses `[H]`, logits `[n, H*C]`, learning
+    /// rates and steps.
     fn finish_step(
         &mut self,
         trainees: &mut [Trainee],
         metrics: &mut [Option<MetricBox>],
         (losses, out, y): (&Tensor, &Tensor, &Tensor),
+        grads: (Tensor, Tensor),
         epoch: u32,
         seconds: f64,
     ) -> Result<(), JobError> {
@@ -235,7 +286,7 @@ impl Stack {
             lr.push(l);
             momentum.push(mom);
         }
-        self.update(trainees, &lr, &momentum)?;
+        self.update(trainees, &lr, &momentum, grads)?;
         // The metrics are dataset-level (plugin-api's contract): the logits of many batches go
         // to each head's metric in one update, not one update per head per batch.
         self.losses.push(losses, n)?;
@@ -331,7 +382,11 @@ impl Stack {
     }
 }
 
+mod fused;
 mod step;
+#[cfg(test)]
+mod tests;
 mod update;
+mod xent;
 
 pub(super) use step::train_step;

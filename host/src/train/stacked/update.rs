@@ -2,6 +2,7 @@
 //! the concatenated parameters, with each head's hyperparameters in per-row tensors. The row
 //! tensors are kept while their values stay the same (most schedules change them per epoch), so a
 //! step costs about as many libtorch calls as one head's.
+use super::fused::{self, Hyper, Rule};
 use super::Stack;
 use crate::config::OptimizerKind;
 use crate::error::JobError;
@@ -73,12 +74,15 @@ impl Stack {
         Ok(rows)
     }
 
-    /// The optimiser step over the stacked parameters (see `optim.rs` for one head's).
+    /// The optimiser step over the stacked parameters with their gradients `grads` (weight,
+    /// bias); see `optim.rs` for one head's. On the CPU one pass over the memory
+    /// (`fused.rs`), elsewhere libtorch calls over the whole stack.
     pub(super) fn update(
         &mut self,
         trainees: &[Trainee],
         lr: &[f64],
         momentum: &[Option<f64>],
+        grads: (Tensor, Tensor),
     ) -> Result<(), JobError> {
         self.step += 1;
         let _guard = tch::no_grad_guard();
@@ -93,18 +97,24 @@ impl Stack {
             .zip(&opts)
             .map(|(m, o)| m.unwrap_or(o.momentum))
             .collect();
+        if self.fused_update(lr, momentum, &decay, &moms, &grads)? {
+            return Ok(());
+        }
         let decay = match self.key.weight_decay {
             true => Some(self.rows(Slot::Decay, &decay)?),
             false => None,
         };
-        let mut grads = Vec::with_capacity(2);
-        for p in [&self.weight, &self.bias] {
-            let g = p.grad();
-            grads.push(match &decay {
+        let mut grads_out = Vec::with_capacity(2);
+        for (p, g) in [&self.weight, &self.bias]
+            .into_iter()
+            .zip([grads.0, grads.1])
+        {
+            grads_out.push(match &decay {
                 Some(d) => g.f_add(&p.f_mul(d.of(p))?)?,
                 None => g,
             });
         }
+        let mut grads = grads_out;
         match self.key.kind {
             OptimizerKind::Adam => {
                 let beta1: Vec<f64> = momentum.iter().map(|m| m.unwrap_or(ADAM_BETA1)).collect();
@@ -188,9 +198,68 @@ impl Stack {
                 }
             }
         }
-        for p in [&mut self.weight, &mut self.bias] {
-            p.zero_grad();
-        }
         Ok(())
+    }
+
+    /// The CPU's update (`fused.rs`); false when the tensors do not qualify (then nothing changed
+    /// but the state allocated, and the libtorch path runs).
+    fn fused_update(
+        &mut self,
+        lr: &[f64],
+        momentum: &[Option<f64>],
+        decay: &[f64],
+        moms: &[f64],
+        grads: &(Tensor, Tensor),
+    ) -> Result<bool, JobError> {
+        if !fused::qualifies(&self.weight) {
+            return Ok(false);
+        }
+        let (rule, beta) = match self.key.kind {
+            OptimizerKind::Adam => {
+                let beta1: Vec<f64> = momentum.iter().map(|m| m.unwrap_or(ADAM_BETA1)).collect();
+                for state in [&mut self.m, &mut self.v] {
+                    if state.is_none() {
+                        *state = Some((self.weight.f_zeros_like()?, self.bias.f_zeros_like()?));
+                    }
+                }
+                (Rule::Adam { step: self.step }, beta1)
+            }
+            OptimizerKind::Sgd => {
+                let first = self.key.uses_momentum && self.m.is_none();
+                if first {
+                    self.m = Some((self.weight.f_empty_like()?, self.bias.f_empty_like()?));
+                }
+                let rule = Rule::Sgd {
+                    momentum: self.key.uses_momentum,
+                    nesterov: self.key.nesterov,
+                    first,
+                };
+                (rule, moms.to_vec())
+            }
+        };
+        let heads: Vec<Hyper> = (0..lr.len())
+            .map(|j| Hyper {
+                lr: lr[j],
+                decay: decay[j],
+                momentum: beta[j],
+            })
+            .collect();
+        let states: Vec<Vec<&Tensor>> = match (rule, &self.m, &self.v) {
+            (Rule::Adam { .. }, Some((mw, mb)), Some((vw, vb))) => vec![vec![mw, vw], vec![mb, vb]],
+            (Rule::Sgd { momentum: true, .. }, Some((bw, bb)), _) => vec![vec![bw], vec![bb]],
+            _ => vec![vec![], vec![]],
+        };
+        let done = fused::update(
+            &[&self.weight, &self.bias],
+            &[&grads.0, &grads.1],
+            &states,
+            &heads,
+            rule,
+        );
+        if !done && matches!(rule, Rule::Sgd { first: true, .. }) {
+            // The libtorch path sets the buffers from the gradients.
+            self.m = None;
+        }
+        Ok(done)
     }
 }
