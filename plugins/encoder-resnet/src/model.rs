@@ -1,6 +1,8 @@
 //! The network, written the tch way with path segments named like torchvision's `state_dict`.
+use crate::folded::{ConvBn, Folded, FoldedBlock};
 use crate::weights;
 use std::path::Path;
+use std::sync::Mutex;
 use tch::nn;
 use virb_plugin_api::PluginError;
 
@@ -23,6 +25,7 @@ struct Bottleneck {
     conv3: nn::Conv2D,
     bn3: nn::BatchNorm,
     downsample: Option<(nn::Conv2D, nn::BatchNorm)>,
+    stride: i64,
 }
 
 fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, padding: i64) -> nn::Conv2D {
@@ -38,8 +41,15 @@ fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, padding: i64) -> 
     nn::conv2d(p, cin, cout, k, cfg)
 }
 
+/// torchvision's batch-norm epsilon.
+const BN_EPS: f64 = 1e-5;
+
 fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
-    nn::batch_norm2d(p, c, Default::default())
+    let cfg = nn::BatchNormConfig {
+        eps: BN_EPS,
+        ..Default::default()
+    };
+    nn::batch_norm2d(p, c, cfg)
 }
 
 impl Bottleneck {
@@ -59,6 +69,7 @@ impl Bottleneck {
             conv3: conv(p / "conv3", width, cout, 1, 1, 0),
             bn3: bn(p / "bn3", cout),
             downsample,
+            stride,
         }
     }
 
@@ -73,6 +84,27 @@ impl Bottleneck {
         };
         (y + identity).relu()
     }
+
+    fn fold(&self) -> Result<FoldedBlock, tch::TchError> {
+        Ok(FoldedBlock {
+            convs: vec![
+                ConvBn::fold((&self.conv1, 1, 0), &self.bn1, BN_EPS)?,
+                ConvBn::fold((&self.conv2, self.stride, 1), &self.bn2, BN_EPS)?,
+                ConvBn::fold((&self.conv3, 1, 0), &self.bn3, BN_EPS)?,
+            ],
+            downsample: fold_downsample(&self.downsample, self.stride)?,
+        })
+    }
+}
+
+/// A block's downsampling 1x1 convolution (with the block's stride) and batch norm, folded.
+fn fold_downsample(
+    d: &Option<(nn::Conv2D, nn::BatchNorm)>,
+    stride: i64,
+) -> Result<Option<ConvBn>, tch::TchError> {
+    d.as_ref()
+        .map(|(c, b)| ConvBn::fold((c, stride, 0), b, BN_EPS))
+        .transpose()
 }
 
 /// torchvision's `BasicBlock`: two 3x3 convs (the first with the stride).
@@ -82,6 +114,7 @@ struct Basic {
     conv2: nn::Conv2D,
     bn2: nn::BatchNorm,
     downsample: Option<(nn::Conv2D, nn::BatchNorm)>,
+    stride: i64,
 }
 
 impl Basic {
@@ -98,6 +131,7 @@ impl Basic {
             conv2: conv(p / "conv2", width, width, 3, 1, 1),
             bn2: bn(p / "bn2", width),
             downsample,
+            stride,
         }
     }
 
@@ -109,6 +143,16 @@ impl Basic {
             None => x.shallow_clone(),
         };
         (y + identity).relu()
+    }
+
+    fn fold(&self) -> Result<FoldedBlock, tch::TchError> {
+        Ok(FoldedBlock {
+            convs: vec![
+                ConvBn::fold((&self.conv1, self.stride, 1), &self.bn1, BN_EPS)?,
+                ConvBn::fold((&self.conv2, 1, 1), &self.bn2, BN_EPS)?,
+            ],
+            downsample: fold_downsample(&self.downsample, self.stride)?,
+        })
     }
 }
 
@@ -125,6 +169,23 @@ impl Block {
             Block::Bottleneck(b) => b.forward(x, train),
         }
     }
+
+    fn fold(&self) -> Result<FoldedBlock, tch::TchError> {
+        match self {
+            Block::Basic(b) => b.fold(),
+            Block::Bottleneck(b) => b.fold(),
+        }
+    }
+}
+
+/// Whether the frozen forward runs the folded network (`folded.rs`).
+enum Fold {
+    /// Not folded yet: the first frozen forward folds.
+    Later,
+    /// Folded.
+    Done(Folded),
+    /// Never: the network trains (fine-tuning), so its own modules run.
+    Never,
 }
 
 /// A torchvision ResNet: frozen after loading, trainable once [`ResNet::trainable_parameters`]
@@ -137,6 +198,7 @@ pub struct ResNet {
     arch: Arch,
     channels_last: bool,
     kind: tch::Kind,
+    fold: Mutex<Fold>,
 }
 
 /// Converts a 4-D tensor to channels-last strides (same shape, NHWC memory order).
@@ -258,6 +320,7 @@ impl ResNet {
             arch,
             channels_last: options.channels_last,
             kind: options.kind,
+            fold: Mutex::new(Fold::Later),
         })
     }
 
@@ -293,6 +356,9 @@ impl ResNet {
     /// sharing storage and `grad` with the network's own), torchvision names, in natural order.
     /// Batch-norm running statistics are buffers, not parameters: they are not returned.
     pub fn trainable_parameters(&self) -> Result<Vec<(String, tch::Tensor)>, PluginError> {
+        if let Ok(mut fold) = self.fold.lock() {
+            *fold = Fold::Never;
+        }
         for t in self.vs.trainable_variables() {
             let _ = t.f_set_requires_grad(true)?;
         }
@@ -318,6 +384,32 @@ impl ResNet {
             .collect::<Result<Vec<_>, tch::TchError>>()?;
         state.sort_by(|a, b| natural_key(&a.0).cmp(&natural_key(&b.0)));
         Ok(state)
+    }
+
+    /// The folded network for the frozen forward, folded on first use; `None` once the network
+    /// trains.
+    fn folded(&self) -> Result<Option<Folded>, PluginError> {
+        let Ok(mut fold) = self.fold.lock() else {
+            return Ok(None);
+        };
+        if let Fold::Later = &*fold {
+            let stem = (&self.conv1, 2, 3);
+            let folded = tch::no_grad(|| -> Result<Folded, tch::TchError> {
+                Ok(Folded {
+                    stem: ConvBn::fold(stem, &self.bn1, BN_EPS)?,
+                    layers: self
+                        .layers
+                        .iter()
+                        .map(|l| l.iter().map(Block::fold).collect())
+                        .collect::<Result<_, _>>()?,
+                })
+            })?;
+            *fold = Fold::Done(folded);
+        }
+        Ok(match &*fold {
+            Fold::Done(f) => Some(f.shallow_clone()),
+            _ => None,
+        })
     }
 
     fn run(
@@ -376,15 +468,22 @@ impl ResNet {
             } else {
                 x
             };
-            let mut x = x.apply(&self.conv1).apply_t(&self.bn1, train).relu();
+            let folded = if train { None } else { self.folded()? };
+            let mut x = match &folded {
+                Some(f) => f.stem.forward_relu(&x)?,
+                None => x.apply(&self.conv1).apply_t(&self.bn1, train).relu(),
+            };
             keep("conv", &x)?;
             if depth <= 1 {
                 return Ok(());
             }
             x = x.f_max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false)?;
             for (i, layer) in self.layers.iter().enumerate() {
-                for block in layer {
-                    x = block.forward(&x, train);
+                for (j, block) in layer.iter().enumerate() {
+                    x = match folded.as_ref().and_then(|f| f.layers.get(i)?.get(j)) {
+                        Some(b) => b.forward(&x)?,
+                        None => block.forward(&x, train),
+                    };
                 }
                 keep(&format!("block{}", i + 1), &x)?;
                 if depth <= i + 2 {
