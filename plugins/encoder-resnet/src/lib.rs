@@ -18,6 +18,7 @@
 #![allow(non_local_definitions)]
 
 pub mod arch;
+mod blocks;
 mod folded;
 pub mod model;
 pub mod weights;
