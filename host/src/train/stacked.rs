@@ -30,6 +30,16 @@ use virb_plugin_api::{
 /// Set to `0` to train every head one by one.
 pub const ENV: &str = "VIRB_STACK_HEADS";
 
+/// Set to `libtorch` to run the stacked step in libtorch calls on the CPU too (as on a GPU):
+/// how the tests check that path on machines without one.
+pub const KERNELS_ENV: &str = "VIRB_STACK_KERNELS";
+
+/// Whether the CPU's own kernels (`xent.rs`, `fused.rs`) may run.
+fn cpu_kernels() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| !std::env::var(KERNELS_ENV).is_ok_and(|v| v == "libtorch"))
+}
+
 /// What a head answered to [`HEAD_LINEAR_CLASSIFIER`].
 #[derive(serde::Deserialize)]
 struct Linear {

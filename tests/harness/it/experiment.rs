@@ -559,50 +559,63 @@ fn a_grid_of_linear_heads_trained_stacked_gives_the_numbers_of_training_them_one
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("train stacked"), "{stderr}");
+    // The stacked step's libtorch path (a GPU's) on the CPU too.
+    let libtorch = env();
+    libtorch.write("virb.yaml", &text);
+    let out = libtorch
+        .run_command(&[])
+        .env("VIRB_STACK_KERNELS", "libtorch")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("9 linear heads train stacked"), "{stderr}");
     let close = |a: f64, b: f64, what: &str| {
         assert!(
             (a - b).abs() <= 1e-4 * a.abs().max(b.abs()) + 1e-6,
             "{what}: stacked {a} vs one by one {b}"
         );
     };
-    for cfg in [
-        "adam-a",
-        "adam-b",
-        "adam-wd-a",
-        "adam-wd-b",
-        "sgd-a",
-        "sgd-b",
-        "sgd-c",
-        "plain-a",
-        "plain-b",
-    ] {
-        let (s, a) = (result(&stacked, cfg), result(&alone, cfg));
-        let (rs, ra) = (&s["runs"][0], &a["runs"][0]);
-        assert_eq!(rs["steps"], ra["steps"], "{cfg}");
-        close(
-            rs["test_loss"].as_f64().unwrap(),
-            ra["test_loss"].as_f64().unwrap(),
-            cfg,
+    for stacked in [&stacked, &libtorch] {
+        for cfg in [
+            "adam-a",
+            "adam-b",
+            "adam-wd-a",
+            "adam-wd-b",
+            "sgd-a",
+            "sgd-b",
+            "sgd-c",
+            "plain-a",
+            "plain-b",
+        ] {
+            let (s, a) = (result(stacked, cfg), result(&alone, cfg));
+            let (rs, ra) = (&s["runs"][0], &a["runs"][0]);
+            assert_eq!(rs["steps"], ra["steps"], "{cfg}");
+            close(
+                rs["test_loss"].as_f64().unwrap(),
+                ra["test_loss"].as_f64().unwrap(),
+                cfg,
+            );
+            close(
+                rs["train_loss"].as_f64().unwrap(),
+                ra["train_loss"].as_f64().unwrap(),
+                cfg,
+            );
+            assert_eq!(s["test_metrics"], a["test_metrics"], "{cfg}");
+        }
+        // Every epoch's training and validation loss (TensorBoard), which the selection reads.
+        let (ts, ta) = (
+            read_tensorboard(&stacked.path("out")),
+            read_tensorboard(&alone.path("out")),
         );
-        close(
-            rs["train_loss"].as_f64().unwrap(),
-            ra["train_loss"].as_f64().unwrap(),
-            cfg,
-        );
-        assert_eq!(s["test_metrics"], a["test_metrics"], "{cfg}");
-    }
-    // Every epoch's training and validation loss (TensorBoard), which the selection reads.
-    let (ts, ta) = (
-        read_tensorboard(&stacked.path("out")),
-        read_tensorboard(&alone.path("out")),
-    );
-    for cfg in ["adam-b", "adam-wd-a", "sgd-b", "sgd-c", "plain-b"] {
-        let run = format!("probe/CalTech-101-{cfg}/seed-0");
-        for tag in ["train/loss", "val/loss", "batch/lr"] {
-            let (a, b) = (series(&ts, &run, tag), series(&ta, &run, tag));
-            assert_eq!(a.len(), b.len(), "{cfg} {tag}");
-            for ((_, x), (_, y)) in a.iter().zip(&b) {
-                close(*x, *y, &format!("{cfg} {tag}"));
+        for cfg in ["adam-b", "adam-wd-a", "sgd-b", "sgd-c", "plain-b"] {
+            let run = format!("probe/CalTech-101-{cfg}/seed-0");
+            for tag in ["train/loss", "val/loss", "batch/lr"] {
+                let (a, b) = (series(&ts, &run, tag), series(&ta, &run, tag));
+                assert_eq!(a.len(), b.len(), "{cfg} {tag}");
+                for ((_, x), (_, y)) in a.iter().zip(&b) {
+                    close(*x, *y, &format!("{cfg} {tag}"));
+                }
             }
         }
     }
@@ -611,4 +624,5 @@ fn a_grid_of_linear_heads_trained_stacked_gives_the_numbers_of_training_them_one
         read_json(&e.path("out/probe/CalTech-101.selection.json"))["selected_config"].clone()
     };
     assert_eq!(sel(&stacked), sel(&alone));
+    assert_eq!(sel(&libtorch), sel(&alone));
 }

@@ -115,7 +115,11 @@ fn forward_backward(
     let (weight, bias) = joint_parameters(stacks, group)?;
     let heads = weight.size()[0] / classes.max(1);
     let out = bias.f_addmm(&x, &weight.f_tr()?)?;
-    let (losses, d_out) = match xent::cpu(&out, &y, heads, classes)? {
+    let fused = match super::cpu_kernels() {
+        true => xent::cpu(&out, &y, heads, classes)?,
+        false => None,
+    };
+    let (losses, d_out) = match fused {
         Some(done) => done,
         None => libtorch_xent(&out, &y, heads, classes)?,
     };
@@ -125,7 +129,7 @@ fn forward_backward(
 }
 
 /// [`xent::cpu`] in libtorch calls, for the tensors on a GPU.
-fn libtorch_xent(
+pub(super) fn libtorch_xent(
     out: &Tensor,
     y: &Tensor,
     heads: i64,

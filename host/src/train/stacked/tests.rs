@@ -182,6 +182,11 @@ fn fused_cross_entropy_is_autograds() {
     }
     total.backward();
     close(&d_out, &out.grad(), "d logits");
+    // The GPU's path, in libtorch calls, on the same logits.
+    let (l2, d2) = super::step::libtorch_xent(&out.detach(), &y, HEADS, CLASSES)
+        .expect("libtorch cross-entropy");
+    close(&l2, &losses, "libtorch loss");
+    close(&d2, &d_out, "libtorch d logits");
     let bad = Tensor::from_slice(&[0i64, 4, 1, 1, 2]);
     let err = xent::cpu(&out, &bad, HEADS, CLASSES).expect_err("class 4 of 4");
     assert!(

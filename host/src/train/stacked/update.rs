@@ -211,7 +211,7 @@ impl Stack {
         moms: &[f64],
         grads: &(Tensor, Tensor),
     ) -> Result<bool, JobError> {
-        if !fused::qualifies(&self.weight) {
+        if !super::cpu_kernels() || !fused::qualifies(&self.weight) {
             return Ok(false);
         }
         let (rule, beta) = match self.key.kind {
