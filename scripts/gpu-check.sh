@@ -17,7 +17,10 @@
 #      experiment at 224 px, encode batch 256). Skipped when step 2 failed.
 #   4. plain PyTorch ResNet-50 encode throughput at 224 px, batch 256, channels_last, 20 warm-up
 #      + 50 timed iterations, fp32 (PyTorch's default TF32 convolutions) and bf16 autocast (plus
-#      bf16 weights and inputs): the images/s virb is compared against.
+#      bf16 weights and inputs): the images/s virb's encoder alone is compared against.
+#   5. plain PyTorch with decoding in the loop: scripts/py/bench_pytorch.py (PIL in a DataLoader,
+#      a worker per core, eager ResNet-50) on step 3's images, fp32 and bf16: what virb's
+#      images/s with decoding in the loop is compared against.
 # The exit status is 1 when any check failed; step 4 still runs after a failed step 2 so that one
 # call of a scarce GPU machine reports as much as it can.
 #
@@ -220,6 +223,23 @@ run("bf16 weights and inputs", model.to(torch.bfloat16), x.to(torch.bfloat16), F
 if cuda:
     print(f"  peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
 EOF
+
+step "5. plain PyTorch with decoding in the loop (scripts/py/bench_pytorch.py on step 3's images)"
+if [ -f "$work/data/caltech-101/caltech101_test.json" ]; then
+  # The same 224 px images virb encoded in step 3, decoded by PIL in a DataLoader with a worker
+  # per core, as a plain script does it; encode images/s counts decoding, transfer and forward.
+  if [ "$torch_cuda" -gt 0 ]; then pt_device=cuda; else pt_device=cpu; fi
+  workers="$(nproc)"
+  for precision in fp32 bf16; do
+    "$python" scripts/py/bench_pytorch.py "$work/data" "$work/resnet50.pt" --image-size 224 --epochs 1 \
+      --batch-size 32 --encode-batch-size "${encode_batch:-256}" --threads "$workers" --workers "$workers" \
+      --precision "$precision" --device "$pt_device" \
+      | "$python" -c "import json,sys; r=json.loads(sys.stdin.read()); print(f\"  pytorch encode {sys.argv[1]:<5} {r['encode_images_per_s']:10.1f} images/s with decoding in the loop ({r['images']} images, {sys.argv[2]} DataLoader workers, {sys.argv[3]})\")" "$precision" "$workers" "$pt_device" \
+      | tee -a "$out/bench.txt" || require "bench_pytorch.py ($precision) failed"
+  done
+else
+  echo "skipped: step 3 made no data set"
+fi
 
 step "done in $(seconds_since "$started") s"
 echo "files: $(cd "$out" && ls | tr '\n' ' ')"

@@ -5,7 +5,8 @@ then the same linear probe (Linear(2048, C), Adam, cross-entropy, shuffled batch
 accuracy on the whole test split. Prints one JSON line.
 
 usage: bench_pytorch.py DATA_ROOT WEIGHTS --image-size S --epochs E --batch-size B --lr LR
-                        --threads T --workers W [--precision fp32|bf16]
+                        --threads T --workers W [--precision fp32|bf16] [--device cpu|cuda]
+                        [--encode-batch-size N]
 
 With --precision bf16 the frozen model and its inputs are bfloat16 (features cast back to float),
 as virb's `precision: bf16` encoder option does.
@@ -38,12 +39,14 @@ class CalTech(torch.utils.data.Dataset):
         return self.tf(img), self.classes.index(rel.split("/")[0])
 
 
-def encode(model, loader, dtype):
+def encode(model, loader, dtype, device):
     feats, labels = [], []
     with torch.no_grad():
         for x, y in loader:
-            feats.append(model(x.to(dtype)).float().half())
-            labels.append(y)
+            feats.append(model(x.to(device, non_blocking=True).to(dtype)).float().half())
+            labels.append(y.to(device))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     return torch.cat(feats), torch.cat(labels)
 
 
@@ -58,7 +61,10 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--encode-batch-size", type=int, default=None, help="default: --batch-size")
     args = ap.parse_args()
+    device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = torchvision.models.resnet50()
@@ -66,7 +72,7 @@ def main():
     model.fc = torch.nn.Identity()
     model.eval()
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
-    model.to(dtype)
+    model.to(device=device, dtype=dtype)
     s = args.image_size
     tf = T.Compose([T.Resize((s, s)), T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
     lists = []
@@ -77,22 +83,23 @@ def main():
     loaders = [
         torch.utils.data.DataLoader(
             CalTech(args.data_root, split, classes, tf),
-            batch_size=args.batch_size,
+            batch_size=args.encode_batch_size or args.batch_size,
             shuffle=False,
             num_workers=args.workers,
+            pin_memory=device.type == "cuda",
         )
         for split in ("train", "test")
     ]
     t0 = time.perf_counter()
-    xtr, ytr = encode(model, loaders[0], dtype)
-    xte, yte = encode(model, loaders[1], dtype)
+    xtr, ytr = encode(model, loaders[0], dtype, device)
+    xte, yte = encode(model, loaders[1], dtype, device)
     encode_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    head = torch.nn.Linear(2048, len(classes))
+    head = torch.nn.Linear(2048, len(classes)).to(device)
     opt = torch.optim.Adam(head.parameters(), lr=args.lr)
     n = len(ytr)
     for _ in range(args.epochs):
-        perm = torch.randperm(n)
+        perm = torch.randperm(n, device=device)
         for i in range(0, n, args.batch_size):
             idx = perm[i : i + args.batch_size]
             loss = torch.nn.functional.cross_entropy(head(xtr[idx].float()), ytr[idx])
