@@ -539,36 +539,24 @@ fn a_grid_of_linear_heads_trained_stacked_gives_the_numbers_of_training_them_one
     // momentum (one Nesterov, one OneCycle) and one plain SGD head: four optimiser families.
     let configs = "    adam-a: {optimizer: adam, lr: 0.001}\n    adam-b: {optimizer: adam, lr: 0.003, scheduler: {type: Poly, exponent: 0.9}}\n    adam-wd-a: {optimizer: adam, lr: 0.002, weight_decay: 0.01}\n    adam-wd-b: {optimizer: adam, lr: 0.0005, weight_decay: 0.001}\n    sgd-a: {optimizer: sgd, lr: 0.05, momentum: 0.9}\n    sgd-b: {optimizer: sgd, lr: 0.02, momentum: 0.8, scheduler: {type: StepLR, step_size: 2, gamma: 0.5}}\n    sgd-c: {optimizer: sgd, lr: 0.05, scheduler: {type: OneCycle, pct_start: 0.25}}\n    plain-a: {optimizer: sgd, lr: 0.1}\n    plain-b: {optimizer: sgd, lr: 0.05}\n";
     let text = job(configs, "  num_epochs: 6\n  validation_fraction: 0.25\n");
-    let stacked = env();
-    stacked.write("virb.yaml", &text);
-    let out = stacked.run();
-    ok(&out);
+    // The grid run with `var=value` set; returns its folder and stderr.
+    let run = |var: &str, value: &str| {
+        let e = env();
+        e.write("virb.yaml", &text);
+        let out = e.run_command(&[]).env(var, value).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{var}={value}: {stderr}");
+        (e, stderr)
+    };
+    let (stacked, stderr) = run("VIRB_STACK_HEADS", "1");
     assert!(
-        out.stderr
-            .contains("9 linear heads train stacked, in 4 group(s)"),
-        "{}",
-        out.stderr
+        stderr.contains("9 linear heads train stacked, in 4 group(s)"),
+        "{stderr}"
     );
-    let alone = env();
-    alone.write("virb.yaml", &text);
-    let out = alone
-        .run_command(&[])
-        .env("VIRB_STACK_HEADS", "0")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let (alone, stderr) = run("VIRB_STACK_HEADS", "0");
     assert!(!stderr.contains("train stacked"), "{stderr}");
     // The stacked step's libtorch path (a GPU's) on the CPU too.
-    let libtorch = env();
-    libtorch.write("virb.yaml", &text);
-    let out = libtorch
-        .run_command(&[])
-        .env("VIRB_STACK_KERNELS", "libtorch")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let (libtorch, stderr) = run("VIRB_STACK_KERNELS", "libtorch");
     assert!(stderr.contains("9 linear heads train stacked"), "{stderr}");
     let close = |a: f64, b: f64, what: &str| {
         assert!(

@@ -138,99 +138,45 @@ pub(super) fn update(
     true
 }
 
-/// [`adam_head`] compiled for the widest vector instructions the CPU has (the arithmetic and so
-/// the numbers are the same: Rust never fuses a multiply and an add on its own).
-fn adam_dispatch(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], hy: &Hyper, step: i32) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has the instructions the function is compiled for.
-            return unsafe { wide::adam_avx512(p, g, m, v, hy, step) };
+/// Defines `$dispatch`, which runs `$kernel` compiled for the widest vector instructions the CPU
+/// has (AVX-512, AVX2, else the baseline). The arithmetic, and so the numbers, are the same in
+/// each: Rust never fuses a multiply and an add on its own.
+macro_rules! widest {
+    ($dispatch:ident => $kernel:ident($($arg:ident: $ty:ty),*)) => {
+        fn $dispatch($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                fn avx512($($arg: $ty),*) {
+                    $kernel($($arg),*)
+                }
+                #[target_feature(enable = "avx2")]
+                fn avx2($($arg: $ty),*) {
+                    $kernel($($arg),*)
+                }
+                if std::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has the instructions the function is compiled for.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::is_x86_feature_detected!("avx2") {
+                    // SAFETY: as above.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $kernel($($arg),*)
         }
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: as above.
-            return unsafe { wide::adam_avx2(p, g, m, v, hy, step) };
-        }
-    }
-    adam_head(p, g, m, v, hy, step)
+    };
 }
 
-/// [`sgd_head`] compiled for the widest vector instructions the CPU has.
-fn sgd_dispatch(
+widest!(adam_dispatch => adam_head(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], hy: &Hyper, step: i32));
+widest!(sgd_dispatch => sgd_head(
     p: &mut [f32],
     g: &[f32],
     buf: Option<&mut &mut [f32]>,
     hy: &Hyper,
     nesterov: bool,
-    first: bool,
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has the instructions the function is compiled for.
-            return unsafe { wide::sgd_avx512(p, g, buf, hy, nesterov, first) };
-        }
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: as above.
-            return unsafe { wide::sgd_avx2(p, g, buf, hy, nesterov, first) };
-        }
-    }
-    sgd_head(p, g, buf, hy, nesterov, first)
-}
-
-/// The kernels compiled with wider vector instructions enabled.
-#[cfg(target_arch = "x86_64")]
-mod wide {
-    use super::{adam_head, sgd_head, Hyper};
-
-    #[target_feature(enable = "avx512f")]
-    pub(super) fn adam_avx512(
-        p: &mut [f32],
-        g: &[f32],
-        m: &mut [f32],
-        v: &mut [f32],
-        hy: &Hyper,
-        step: i32,
-    ) {
-        adam_head(p, g, m, v, hy, step)
-    }
-
-    #[target_feature(enable = "avx2")]
-    pub(super) fn adam_avx2(
-        p: &mut [f32],
-        g: &[f32],
-        m: &mut [f32],
-        v: &mut [f32],
-        hy: &Hyper,
-        step: i32,
-    ) {
-        adam_head(p, g, m, v, hy, step)
-    }
-
-    #[target_feature(enable = "avx512f")]
-    pub(super) fn sgd_avx512(
-        p: &mut [f32],
-        g: &[f32],
-        buf: Option<&mut &mut [f32]>,
-        hy: &Hyper,
-        nesterov: bool,
-        first: bool,
-    ) {
-        sgd_head(p, g, buf, hy, nesterov, first)
-    }
-
-    #[target_feature(enable = "avx2")]
-    pub(super) fn sgd_avx2(
-        p: &mut [f32],
-        g: &[f32],
-        buf: Option<&mut &mut [f32]>,
-        hy: &Hyper,
-        nesterov: bool,
-        first: bool,
-    ) {
-        sgd_head(p, g, buf, hy, nesterov, first)
-    }
-}
+    first: bool
+));
 
 /// PyTorch's Adam on one head's elements, as `optim.rs` computes it.
 #[inline(always)]
