@@ -29,6 +29,9 @@ fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, padding: i64) -> 
     nn::conv2d(p, cin, cout, k, cfg)
 }
 
+/// The stem convolution's (7x7) stride and padding.
+pub(crate) const STEM: (i64, i64) = (2, 3);
+
 /// torchvision's batch-norm epsilon.
 pub(crate) const BN_EPS: f64 = 1e-5;
 
@@ -168,7 +171,8 @@ impl Block {
 
 /// The network's modules under `root`, with torchvision's names (`conv1`, `layer1.0.conv1`, ...).
 pub(crate) fn build(root: &nn::Path, arch: Arch) -> (nn::Conv2D, nn::BatchNorm, Vec<Vec<Block>>) {
-    let conv1 = conv(root / "conv1", 3, 64, 7, 2, 3);
+    let (stride, padding) = STEM;
+    let conv1 = conv(root / "conv1", 3, 64, 7, stride, padding);
     let bn1 = bn(root / "bn1", 64);
     let mut layers = Vec::new();
     let mut cin = 64;

@@ -1,5 +1,5 @@
 //! The network, written the tch way with path segments named like torchvision's `state_dict`.
-use crate::blocks::{build, Block, BN_EPS};
+use crate::blocks::{build, Block, BN_EPS, STEM};
 use crate::folded::{ConvBn, Folded};
 use crate::weights;
 use std::path::Path;
@@ -209,7 +209,7 @@ impl ResNet {
             return Ok(None);
         };
         if let Fold::Later = &*fold {
-            let stem = (&self.conv1, 2, 3);
+            let stem = (&self.conv1, STEM.0, STEM.1);
             let folded = tch::no_grad(|| -> Result<Folded, tch::TchError> {
                 Ok(Folded {
                     stem: ConvBn::fold(stem, &self.bn1, BN_EPS)?,

@@ -6,8 +6,8 @@
 //! cheaper. It runs on the calling thread: on two cores, a second thread competing with
 //! libtorch's own made it slower, not faster.
 //!
-//! Only float32, contiguous CPU tensors qualify ([`Slices`]); any other stack (on a GPU) takes the
-//! libtorch path of `update.rs`.
+//! Only float32, contiguous CPU tensors that share no memory qualify ([`qualifies`], checked in
+//! [`update`]); any other stack (on a GPU) takes the libtorch path of `update.rs`.
 use tch::{Device, Kind, Tensor};
 
 const ADAM_BETA2: f64 = 0.999;

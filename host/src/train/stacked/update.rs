@@ -1,7 +1,8 @@
 //! The optimiser step of a stack: PyTorch's Adam and SGD (as `optim.rs` does for one head), over
-//! the concatenated parameters, with each head's hyperparameters in per-row tensors. The row
-//! tensors are kept while their values stay the same (most schedules change them per epoch), so a
-//! step costs about as many libtorch calls as one head's.
+//! the concatenated parameters. On the CPU it is one pass over the memory (`fused.rs`); elsewhere
+//! (a GPU) libtorch calls with each head's hyperparameters in per-row tensors, kept while their
+//! values stay the same (most schedules change them per epoch), so a step costs about as many
+//! libtorch calls as one head's.
 use super::fused::{self, Hyper, Rule};
 use super::Stack;
 use crate::config::OptimizerKind;
