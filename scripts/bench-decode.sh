@@ -6,8 +6,7 @@
 # its median; the table shows the median over invocations.
 #
 # Both sides run pinned to one CPU (taskset, BENCH_CPU, default the last one) so that "per core"
-# holds even where a decoder starts helper threads (jpeg-decoder's reduced-scale path hands
-# components to worker threads).
+# holds even where a library starts helper threads.
 #
 # Usage: scripts/bench-decode.sh   (env: REPEATS=5 PASSES=3 SIZE=224 COUNT=60 BENCH_CPU=N
 #        BENCH_TSV=file: append the results as rows for scripts/bench.sh)

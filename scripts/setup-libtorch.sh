@@ -13,9 +13,12 @@ set -euo pipefail
 
 TORCH_VERSION=2.11.0
 TORCHVISION_VERSION=0.26.0
+# Pinned: the tests check that virb decodes JPEGs to exactly the pixels PIL does (both run
+# libjpeg-turbo; this Pillow bundles 3.2, virb builds 3.1, whose decoders agree).
+PILLOW_VERSION=13.0.0
 cache="${VIRB_CACHE_DIR:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/virb}"
 venv="$cache/torch-$TORCH_VERSION-venv"
-stamp="$venv/.virb-complete-v2"
+stamp="$venv/.virb-complete-v3"
 python="${VIRB_PYTHON:-python3}"
 
 if [ -f "$stamp" ]; then
@@ -31,7 +34,7 @@ fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
 "$venv/bin/python" -m pip install --disable-pip-version-check --progress-bar off \
   "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" \
-  pillow numpy safetensors tensorboard >&2
+  "pillow==$PILLOW_VERSION" numpy safetensors tensorboard >&2
 # Verify the install is usable before marking it complete.
 "$venv/bin/python" - >&2 <<'PY'
 import torch, torchvision, os

@@ -15,11 +15,19 @@ Writes, for one seeded torchvision ResNet-50 (BN statistics calibrated so values
   weights_resnet18.pt, expected_resnet18.safetensors
                          a seeded ResNet-18 (basic blocks) and its outputs on the same input
   image.jpg, image_expected.safetensors
-                         a JPEG and torchvision's Resize((56,56)) + ToTensor + Normalize of it
+                         a JPEG, PIL's decoding of it (`image_rgb`, uint8 HxWx3) and torchvision's
+                         Resize((56,56)) + ToTensor + Normalize of it (`image`)
+  big.jpg, gray.jpg, cmyk.jpg, big_expected.safetensors
+                         a 1000x760 colour, a 720x560 grayscale and a 400x300 CMYK JPEG; PIL's
+                         decoding of each at full scale (`big_rgb`, `gray_rgb`, `cmyk_rgb`, RGB) and at the reduced scales of
+                         `Image.draft` (`big_half_rgb`, `big_quarter_rgb`, `gray_quarter_rgb`), and
+                         torchvision's Resize((112,112)) + ToTensor + Normalize of the full-scale
+                         colour decode (`big`)
 """
 import os
 import sys
 
+import numpy as np
 import torch
 import torchvision
 import torchvision.transforms as T
@@ -75,7 +83,41 @@ def main():
     Image.fromarray(img).save(os.path.join(out, "image.jpg"), quality=92)
     tf = T.Compose([T.Resize((56, 56)), T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
     ref = tf(Image.open(os.path.join(out, "image.jpg")).convert("RGB"))
-    save_file({"image": ref.contiguous()}, os.path.join(out, "image_expected.safetensors"))
+    rgb = torch.from_numpy(np.asarray(Image.open(os.path.join(out, "image.jpg")).convert("RGB")).copy())
+    save_file({"image": ref.contiguous(), "image_rgb": rgb}, os.path.join(out, "image_expected.safetensors"))
+
+    # Larger JPEGs for reduced-scale decoding (PIL's draft mode runs libjpeg's IDCT scaling).
+    h, w = 760, 1000
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    big = torch.stack([xx * 0.25, yy * 0.3, 128 + 100 * torch.sin(xx / 37.0) * torch.cos(yy / 23.0)])
+    big = (big + 25 * torch.rand(3, h, w, generator=g)).clamp(0, 255).to(torch.uint8)
+    big = big.permute(1, 2, 0).numpy()
+    Image.fromarray(big).save(os.path.join(out, "big.jpg"), quality=90)
+    Image.fromarray(big[:560, :720, 1]).save(os.path.join(out, "gray.jpg"), quality=90)
+    Image.fromarray(big[:300, :400]).convert("CMYK").save(os.path.join(out, "cmyk.jpg"), quality=90)
+
+    def decode(name, scale=1):
+        with Image.open(os.path.join(out, name)) as im:
+            if scale > 1:
+                im.draft(im.mode, (im.width // scale, im.height // scale))
+            rgb = np.asarray(im.convert("RGB")).copy()
+        return torch.from_numpy(rgb)
+
+    tf = T.Compose([T.Resize((112, 112)), T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    with Image.open(os.path.join(out, "big.jpg")) as im:
+        big_ref = tf(im.convert("RGB")).contiguous()
+    save_file(
+        {
+            "big_rgb": decode("big.jpg"),
+            "big_half_rgb": decode("big.jpg", 2),
+            "big_quarter_rgb": decode("big.jpg", 4),
+            "gray_rgb": decode("gray.jpg"),
+            "gray_quarter_rgb": decode("gray.jpg", 4),
+            "cmyk_rgb": decode("cmyk.jpg"),
+            "big": big_ref,
+        },
+        os.path.join(out, "big_expected.safetensors"),
+    )
 
 
 if __name__ == "__main__":

@@ -2,18 +2,21 @@
 //! antialiased bilinear filter (as PIL's `Image.resize(..., BILINEAR)`, which torchvision's
 //! `Resize` uses), scale to [0, 1] and normalise with ImageNet's mean and standard deviation.
 //!
-//! Fast paths: JPEGs are decoded with zune-jpeg straight to RGB; a colour JPEG at least eight
-//! times the target size in both sides (grayscale: four) is decoded at a reduced scale by
-//! [`load_input`] (1/4 or 1/8, IDCT scaling, as PIL's `Image.draft`) and the antialiased resize
-//! does the rest (see [`load_rgb_at_least`]). Normalisation goes through per-channel lookup tables
-//! and writes the tensor's planes in place.
+//! Fast paths: JPEGs are decoded by libjpeg-turbo (PIL's decoder, linked statically; the pixels
+//! are PIL's) straight to RGB; a colour JPEG at least four times the target size in both sides
+//! (grayscale: two) is decoded at a reduced scale by [`load_input`] (1/2, 1/4 or 1/8, IDCT
+//! scaling, as PIL's `Image.draft`) and the antialiased resize does the rest (see
+//! [`load_rgb_at_least`]). Normalisation goes through per-channel lookup tables and writes the
+//! tensor's planes in place.
 use fast_image_resize::{images::Image, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use std::{cell::RefCell, path::Path, sync::OnceLock};
 use virb_plugin_api::PluginError;
-use zune_core::{colorspace::ColorSpace, options::DecoderOptions};
 
+mod jpeg;
 #[cfg(test)]
 mod tests;
+
+pub use jpeg::jpeg_reduction;
 
 /// ImageNet channel means.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -44,113 +47,19 @@ pub fn load_rgb(path: &Path) -> Result<Rgb, PluginError> {
 }
 
 /// Decodes an image file to RGB, at a reduced scale where that is cheaper and keeps both sides at
-/// least `min_side` pixels. JPEGs are decoded with IDCT scaling by 1/4 or 1/8, the largest
-/// reduction that keeps both sides at least `2 * min_side` (colour, so that half-resolution chroma
-/// stays at least `min_side`) or `min_side` (grayscale); where only 1/2 or nothing fits, and for
-/// other formats, at full resolution. `None` always decodes at full resolution. The error names
-/// the file.
+/// least `min_side` pixels. JPEGs are decoded with IDCT scaling by 1/2, 1/4 or 1/8, the largest
+/// reduction that keeps both sides at least `2 * min_side` (colour: PIL's `reducing_gap=2`, and
+/// half-resolution chroma stays at least `min_side`) or `min_side` (grayscale); other formats, and
+/// JPEGs where no reduction fits, at full resolution. `None` always decodes at full resolution.
+/// The error names the file.
 pub fn load_rgb_at_least(path: &Path, min_side: Option<u32>) -> Result<Rgb, PluginError> {
     let bytes = std::fs::read(path)
         .map_err(|e| PluginError::data(format!("cannot open image {}: {e}", path.display())))?;
     if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        if let Some(side) = min_side {
-            if let Some(img) = decode_jpeg_scaled(&bytes, side) {
-                return Ok(img);
-            }
-        }
-        decode_jpeg(&bytes).map_err(|e| decode_error(path, e))
+        jpeg::decode(&bytes, min_side).map_err(|e| decode_error(path, e))
     } else {
         decode_other(&bytes).map_err(|e| decode_error(path, e))
     }
-}
-
-/// Full-scale JPEG decoding with zune-jpeg, straight to RGB (grayscale and CMYK are converted).
-fn decode_jpeg(bytes: &[u8]) -> Result<Rgb, String> {
-    let options = DecoderOptions::default()
-        .set_strict_mode(false)
-        .set_max_width(usize::MAX)
-        .set_max_height(usize::MAX)
-        .jpeg_set_out_colorspace(ColorSpace::RGB);
-    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(
-        zune_core::bytestream::ZCursor::new(bytes),
-        options,
-    );
-    let pixels = decoder.decode().map_err(|e| e.to_string())?;
-    let (width, height) = decoder.dimensions().ok_or("no JPEG header")?;
-    if pixels.len() != width * height * 3 {
-        return Err(format!(
-            "decoded {} bytes for {width}x{height} RGB",
-            pixels.len()
-        ));
-    }
-    Ok(Rgb {
-        width: width as u32,
-        height: height as u32,
-        pixels,
-    })
-}
-
-/// The largest JPEG IDCT reduction (1, 2, 4 or 8) that keeps both sides of a `width` x `height`
-/// image at least `min_side`. The reduced size of a side is `ceil(side / reduction)`.
-pub fn jpeg_reduction(width: u32, height: u32, min_side: u32) -> u32 {
-    [8, 4, 2]
-        .into_iter()
-        .find(|&r| width.div_ceil(r) >= min_side && height.div_ceil(r) >= min_side)
-        .unwrap_or(1)
-}
-
-/// Reduced-scale JPEG decoding with jpeg-decoder. `None` when no reduction applies, the colour type
-/// is not 8-bit RGB or grayscale, or jpeg-decoder fails: the caller then decodes at full scale.
-fn decode_jpeg_scaled(bytes: &[u8], min_side: u32) -> Option<Rgb> {
-    let mut decoder = jpeg_decoder::Decoder::new(bytes);
-    decoder.read_info().ok()?;
-    let info = decoder.info()?;
-    let (w, h) = (u32::from(info.width), u32::from(info.height));
-    let gray = match info.pixel_format {
-        jpeg_decoder::PixelFormat::RGB24 => false,
-        jpeg_decoder::PixelFormat::L8 => true,
-        _ => return None,
-    };
-    // Colour JPEGs usually keep chroma at half resolution (4:2:0), and jpeg-decoder scales chroma
-    // by the same factor as luma, then upsamples it: keep the reduced image at least twice the
-    // target so that chroma too stays at least the target (else colour edges blur visibly).
-    let r = jpeg_reduction(
-        w,
-        h,
-        if gray {
-            min_side
-        } else {
-            min_side.saturating_mul(2)
-        },
-    );
-    // jpeg-decoder's entropy decoding is slower than zune-jpeg's: measured on 1600x1200 photos, a
-    // 1/2 reduction only breaks even with zune at full scale, so that case is left to zune.
-    if r < 4 {
-        return None;
-    }
-    let (sw, sh) = (w.div_ceil(r), h.div_ceil(r));
-    let scaled = decoder.scale(sw as u16, sh as u16).ok()?;
-    if (u32::from(scaled.0), u32::from(scaled.1)) != (sw, sh) {
-        return None;
-    }
-    let data = decoder.decode().ok()?;
-    let n = (sw * sh) as usize;
-    let pixels = if gray {
-        if data.len() != n {
-            return None;
-        }
-        data.iter().flat_map(|&v| [v, v, v]).collect()
-    } else {
-        if data.len() != n * 3 {
-            return None;
-        }
-        data
-    };
-    Some(Rgb {
-        width: sw,
-        height: sh,
-        pixels,
-    })
 }
 
 /// PNG and whatever else the `image` crate was built for.
