@@ -7,13 +7,15 @@
 #   2. encode and end to end (scripts/bench-e2e.sh): ResNet-50 at 224 px on a generated
 #      CalTech-101 set, fp32 and bf16, vs. scripts/py/bench_pytorch.py; with BIG=1 also a
 #      2,000-image set (fp32);
+#   2b. the probe's accuracy over seeds (the same script, SEEDS=5, step `seeds`): virb's `repeats`
+#      against the plain script's probe trained with as many seeds, mean +- standard deviation;
 #   3. the experiment machinery (scripts/bench-experiments.sh): a grid of 8 configs vs. 1 on a warm
 #      feature cache, and the demo's first run vs. its identical rerun;
 #   4. with MEMORY=1, a linear head from an ImageNet-sized memory-mapped embedding cache vs. PyTorch
 #      from an in-memory tensor (scripts/bench-memory.sh).
 #
 #   REPEATS (3; each sub-benchmark's runs per side) PRECISIONS ("fp32 bf16") BIG (0) MEMORY (0)
-#   STEPS ("decode e2e experiments"; "big" with BIG=1) APPEND (0; 1 keeps the rows of earlier
+#   STEPS ("decode e2e seeds experiments"; "big" with BIG=1) SEEDS (5, the seeds step's) APPEND (0; 1 keeps the rows of earlier
 #   steps in bench-work/bench-table.tsv, to redo one step and reprint the table)
 #   E2E_REPEATS (REPEATS) BF16_REPEATS (1) BIG_REPEATS (1) THREADS (2) WORKERS (2)
 set -euo pipefail
@@ -22,7 +24,7 @@ cd "$root"
 REPEATS=${REPEATS:-3} PRECISIONS=${PRECISIONS:-fp32 bf16} BIG=${BIG:-0}
 E2E_REPEATS=${E2E_REPEATS:-$REPEATS} BIG_REPEATS=${BIG_REPEATS:-1} BF16_REPEATS=${BF16_REPEATS:-1}
 export THREADS=${THREADS:-2} WORKERS=${WORKERS:-2}
-STEPS=${STEPS:-decode e2e experiments}
+STEPS=${STEPS:-decode e2e seeds experiments}
 [ "$BIG" = 1 ] && STEPS="$STEPS big"
 # ~6 minutes and 6 GB of disk (a 5.5 GB embedding cache): only when asked.
 [ "${MEMORY:-0}" = 1 ] && STEPS="$STEPS memory"
@@ -35,10 +37,14 @@ for step in $STEPS; do
   case "$step" in
     decode) REPEATS=$REPEATS bash scripts/bench-decode.sh ;;
     e2e) REPEATS=$E2E_REPEATS BF16_REPEATS=$BF16_REPEATS PRECISIONS="$PRECISIONS" bash scripts/bench-e2e.sh ;;
+    # The accuracy over seeds, on a set where the probe does not saturate: few images per class
+    # and a small learning rate (top-1 ~0.95, a standard deviation of ~0.03 between seeds).
+    seeds) REPEATS=1 BF16_REPEATS=1 PRECISIONS="$PRECISIONS" CLASSES=12 TRAIN_PER_CLASS=10 TEST_PER_CLASS=20 \
+      SEEDS=${SEEDS:-5} LR=3e-5 bash scripts/bench-e2e.sh ;;
     big) REPEATS=$BIG_REPEATS BF16_REPEATS=$BIG_REPEATS PRECISIONS="$PRECISIONS" CLASSES=10 TRAIN_PER_CLASS=150 TEST_PER_CLASS=50 bash scripts/bench-e2e.sh ;;
     experiments) REPEATS=$REPEATS bash scripts/bench-experiments.sh ;;
     memory) bash scripts/bench-memory.sh ;;
-    *) echo "unknown step $step (decode, e2e, big, experiments, memory)" >&2; exit 2 ;;
+    *) echo "unknown step $step (decode, e2e, seeds, big, experiments, memory)" >&2; exit 2 ;;
   esac
 done
 . scripts/env.sh

@@ -6,7 +6,11 @@ accuracy on the whole test split. Prints one JSON line.
 
 usage: bench_pytorch.py DATA_ROOT WEIGHTS --image-size S --epochs E --batch-size B --lr LR
                         --threads T --workers W [--precision fp32|bf16] [--device cpu|cuda]
-                        [--encode-batch-size N]
+                        [--encode-batch-size N] [--seeds N]
+
+With --seeds N the probe is trained N times on the same features, with seeds 0..N-1 (head
+initialisation and batch order), as virb's `repeats: N`; the JSON has the mean top-1, its sample
+standard deviation and each seed's.
 
 With --precision bf16 the frozen model and its inputs are bfloat16 (features cast back to float),
 as virb's `precision: bf16` encoder option does.
@@ -14,6 +18,7 @@ as virb's `precision: bf16` encoder option does.
 import argparse
 import json
 import os
+import statistics
 import time
 
 import torch
@@ -58,6 +63,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seeds", type=int, default=1, help="train the probe with seeds 0..N-1 on the same features")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
@@ -95,23 +101,29 @@ def main():
     xte, yte = encode(model, loaders[1], dtype, device)
     encode_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    head = torch.nn.Linear(2048, len(classes)).to(device)
-    opt = torch.optim.Adam(head.parameters(), lr=args.lr)
-    n = len(ytr)
-    for _ in range(args.epochs):
-        perm = torch.randperm(n, device=device)
-        for i in range(0, n, args.batch_size):
-            idx = perm[i : i + args.batch_size]
-            loss = torch.nn.functional.cross_entropy(head(xtr[idx].float()), ytr[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    with torch.no_grad():
-        acc = (head(xte.float()).argmax(1) == yte).float().mean().item()
+    accs = []
+    for seed in range(args.seeds):
+        torch.manual_seed(seed)
+        head = torch.nn.Linear(2048, len(classes)).to(device)
+        opt = torch.optim.Adam(head.parameters(), lr=args.lr)
+        n = len(ytr)
+        for _ in range(args.epochs):
+            perm = torch.randperm(n, device=device)
+            for i in range(0, n, args.batch_size):
+                idx = perm[i : i + args.batch_size]
+                loss = torch.nn.functional.cross_entropy(head(xtr[idx].float()), ytr[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        with torch.no_grad():
+            accs.append((head(xte.float()).argmax(1) == yte).float().mean().item())
+    acc = statistics.mean(accs)
+    std = statistics.stdev(accs) if len(accs) > 1 else 0.0
     train_s = time.perf_counter() - t1
     images = len(ytr) + len(yte)
     print(json.dumps({"images": images, "encode_s": encode_s, "encode_images_per_s": images / encode_s,
-                      "train_s": train_s, "top1_accuracy": acc}))
+                      "train_s": train_s, "top1_accuracy": acc, "top1_accuracy_std": std,
+                      "top1_accuracy_runs": accs}))
 
 
 if __name__ == "__main__":

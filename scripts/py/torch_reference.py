@@ -17,6 +17,10 @@ Writes, for one seeded torchvision ResNet-50 (BN statistics calibrated so values
   image.jpg, image_expected.safetensors
                          a JPEG, PIL's decoding of it (`image_rgb`, uint8 HxWx3) and torchvision's
                          Resize((56,56)) + ToTensor + Normalize of it (`image`)
+  linear_init.safetensors
+                         `nn.Linear(2048, 12)` after `torch.manual_seed(3)` (`weight`, `bias`) and
+                         `nn.Linear(96, 512)`, `nn.Linear(512, 5)` after `torch.manual_seed(4)`
+                         (`mlp0_*`, `mlp2_*`): PyTorch's default initialisation
   big.jpg, gray.jpg, cmyk.jpg, big_expected.safetensors
                          a 1000x760 colour, a 720x560 grayscale and a 400x300 CMYK JPEG; PIL's
                          decoding of each at full scale (`big_rgb`, `gray_rgb`, `cmyk_rgb`, RGB) and at the reduced scales of
@@ -73,6 +77,22 @@ def main():
     r18 = build_model(0, [torch.randn(8, 3, 64, 64)], "resnet18")
     torch.save(r18.state_dict(), os.path.join(out, "weights_resnet18.pt"))
     save_file(pyramid(r18, x), os.path.join(out, "expected_resnet18.safetensors"))
+
+    torch.manual_seed(3)
+    lin = torch.nn.Linear(2048, 12)
+    torch.manual_seed(4)
+    mlp0, mlp2 = torch.nn.Linear(96, 512), torch.nn.Linear(512, 5)
+    save_file(
+        {
+            "weight": lin.weight.detach().contiguous(),
+            "bias": lin.bias.detach().contiguous(),
+            "mlp0_weight": mlp0.weight.detach().contiguous(),
+            "mlp0_bias": mlp0.bias.detach().contiguous(),
+            "mlp2_weight": mlp2.weight.detach().contiguous(),
+            "mlp2_bias": mlp2.bias.detach().contiguous(),
+        },
+        os.path.join(out, "linear_init.safetensors"),
+    )
 
     # A photo-like JPEG (smooth gradients plus texture) and torchvision's preprocessing of it.
     g = torch.Generator().manual_seed(1)

@@ -126,6 +126,28 @@ fn checkpoint_formats_agree_tensor_for_tensor() {
     assert_eq!(nbt.kind(), tch::Kind::Int64);
 }
 
+/// The kit's linear layers (every classification head) start where PyTorch's `nn.Linear` does
+/// after the same `manual_seed`, value for value; so does the two-layer head, drawn in order.
+#[test]
+fn linear_heads_are_initialised_exactly_as_pytorch() {
+    use virb_plugin_kit::heads::torch_linear;
+    let init = load("linear_init.safetensors");
+    let vs = tch::nn::VarStore::new(Device::Cpu);
+    tch::manual_seed(3);
+    let lin = torch_linear(vs.root() / "lin", 2048, 12);
+    tch::manual_seed(4);
+    let mlp0 = torch_linear(vs.root() / "mlp0", 96, 512);
+    let mlp2 = torch_linear(vs.root() / "mlp2", 512, 5);
+    for (layer, prefix) in [(&lin, ""), (&mlp0, "mlp0_"), (&mlp2, "mlp2_")] {
+        let bias = layer.bs.as_ref().unwrap();
+        for (ours, name) in [(&layer.ws, "weight"), (bias, "bias")] {
+            let theirs = get(&init, &format!("{prefix}{name}"));
+            assert_eq!(ours.size(), theirs.size(), "{prefix}{name}");
+            assert!(ours.equal(theirs), "{prefix}{name} differs from PyTorch's");
+        }
+    }
+}
+
 #[test]
 fn preprocessing_matches_torchvision_resize_to_tensor_normalize() {
     let ours = virb_plugin_kit::image::load_input(&reference_dir().join("image.jpg"), 56).unwrap();
