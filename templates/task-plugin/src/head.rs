@@ -49,7 +49,20 @@ impl LinearHead {
         tch::manual_seed(request.seed as i64);
         let vs = nn::VarStore::new(device);
         let classes = i64::from(request.num_outputs);
-        let linear = nn::linear(vs.root() / "head", width, classes, Default::default());
+        // PyTorch's nn.Linear initialisation: U(-1/sqrt(width), 1/sqrt(width)) for the weight and
+        // the bias. tch's `Default::default()` draws the weight sqrt(6) times wider, which trains
+        // differently from the PyTorch probe a researcher compares with.
+        let bound = 1.0 / (width as f64).sqrt();
+        let uniform = nn::Init::Uniform {
+            lo: -bound,
+            up: bound,
+        };
+        let config = nn::LinearConfig {
+            ws_init: uniform,
+            bs_init: Some(uniform),
+            bias: true,
+        };
+        let linear = nn::linear(vs.root() / "head", width, classes, config);
         Ok(LinearHead {
             vs,
             linear,

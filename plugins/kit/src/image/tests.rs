@@ -38,6 +38,22 @@ fn write_jpeg(path: &Path, data: &[u8], width: u32, height: u32, colour: Extende
     std::fs::write(path, bytes).unwrap();
 }
 
+/// A [`photo`] written as an RGB JPEG at quality 90.
+fn write_photo(path: &Path, width: u32, height: u32) {
+    let src = photo(width, height);
+    write_jpeg(path, &src.pixels, width, height, ExtendedColorType::Rgb8);
+}
+
+/// Mean absolute difference of two equally long pixel buffers, in 8-bit levels.
+fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).abs())
+        .sum::<f64>()
+        / a.len() as f64
+}
+
 fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("virb-kit-image-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -87,19 +103,12 @@ fn large_colour_jpegs_are_decoded_at_reduced_scale_close_to_full_decode_and_resi
     // The reduced image keeps both sides at least 2 x 224 (PIL's reducing_gap=2).
     for (w, h, want) in [(1800, 1800, (450, 450)), (1600, 1200, (800, 600))] {
         let path = dir.join(format!("{w}x{h}.jpg"));
-        let src = photo(w, h);
-        write_jpeg(&path, &src.pixels, w, h, ExtendedColorType::Rgb8);
+        write_photo(&path, w, h);
         let reduced = load_rgb_at_least(&path, Some(224)).unwrap();
         assert_eq!((reduced.width, reduced.height), want, "{w}x{h}");
         let fast = resize_square(reduced, 224).unwrap();
         let full = resize_square(load_rgb(&path).unwrap(), 224).unwrap();
-        let mean = fast
-            .pixels
-            .iter()
-            .zip(&full.pixels)
-            .map(|(&a, &b)| (a as f64 - b as f64).abs())
-            .sum::<f64>()
-            / fast.pixels.len() as f64;
+        let mean = mean_abs_diff(&fast.pixels, &full.pixels);
         assert!(mean < 2.0, "{w}x{h}: mean abs difference {mean} of 255");
         // load_input takes the same path.
         let t = load_input(&path, 224).unwrap();
@@ -107,13 +116,7 @@ fn large_colour_jpegs_are_decoded_at_reduced_scale_close_to_full_decode_and_resi
     }
     // A file too small for any reduction is decoded at full scale.
     let path = dir.join("small.jpg");
-    write_jpeg(
-        &path,
-        &photo(500, 375).pixels,
-        500,
-        375,
-        ExtendedColorType::Rgb8,
-    );
+    write_photo(&path, 500, 375);
     let img = load_rgb_at_least(&path, Some(224)).unwrap();
     assert_eq!((img.width, img.height), (500, 375));
     std::fs::remove_dir_all(dir).ok();
@@ -160,13 +163,7 @@ fn full_scale_jpeg_and_png_match_the_source() {
     let theirs = ::image::open(&jpg).unwrap().into_rgb8();
     assert_eq!((ours.width, ours.height), theirs.dimensions());
     // Another decoder (zune-jpeg, in the image crate) rounds the IDCT and upsampling differently.
-    let mean = ours
-        .pixels
-        .iter()
-        .zip(theirs.as_raw())
-        .map(|(&a, &b)| (a as f64 - b as f64).abs())
-        .sum::<f64>()
-        / ours.pixels.len() as f64;
+    let mean = mean_abs_diff(&ours.pixels, theirs.as_raw());
     assert!(
         mean < 1.0,
         "mean abs difference {mean} from the image crate's decoding"
@@ -180,13 +177,7 @@ fn jpeg_with_a_libjpeg_warning_still_decodes() {
     // TurboJPEG fails on warnings; zune-jpeg decodes it leniently (the missing rows grey).
     let dir = temp_dir("warning");
     let path = dir.join("warn.jpg");
-    write_jpeg(
-        &path,
-        &photo(64, 48).pixels,
-        64,
-        48,
-        ExtendedColorType::Rgb8,
-    );
+    write_photo(&path, 64, 48);
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() * 3 / 4]).unwrap();
     let img = load_rgb(&path).unwrap();
