@@ -4,18 +4,6 @@ use crate::arch::Arch;
 use crate::folded::{ConvBn, FoldedBlock};
 use tch::nn;
 
-/// torchvision's `Bottleneck`: 1x1, 3x3 (with the stride), 1x1 convs, 4x wider out.
-pub(crate) struct Bottleneck {
-    conv1: nn::Conv2D,
-    bn1: nn::BatchNorm,
-    conv2: nn::Conv2D,
-    bn2: nn::BatchNorm,
-    conv3: nn::Conv2D,
-    bn3: nn::BatchNorm,
-    downsample: Option<(nn::Conv2D, nn::BatchNorm)>,
-    stride: i64,
-}
-
 fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, padding: i64) -> nn::Conv2D {
     let cfg = nn::ConvConfig {
         stride,
@@ -43,129 +31,108 @@ fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
     nn::batch_norm2d(p, c, cfg)
 }
 
-impl Bottleneck {
-    fn new(p: &nn::Path, cin: i64, width: i64, stride: i64) -> Self {
-        let cout = width * 4;
-        let downsample = (stride != 1 || cin != cout).then(|| {
-            (
-                conv(p / "downsample" / "0", cin, cout, 1, stride, 0),
-                bn(p / "downsample" / "1", cout),
-            )
-        });
-        Bottleneck {
-            conv1: conv(p / "conv1", cin, width, 1, 1, 0),
-            bn1: bn(p / "bn1", width),
-            conv2: conv(p / "conv2", width, width, 3, stride, 1),
-            bn2: bn(p / "bn2", width),
-            conv3: conv(p / "conv3", width, cout, 1, 1, 0),
-            bn3: bn(p / "bn3", cout),
-            downsample,
+/// One convolution of a block with its batch norm; padded to keep the size at stride 1.
+struct Stage {
+    conv: nn::Conv2D,
+    bn: nn::BatchNorm,
+    stride: i64,
+    padding: i64,
+}
+
+impl Stage {
+    fn new(
+        conv_path: nn::Path,
+        bn_path: nn::Path,
+        cin: i64,
+        cout: i64,
+        k: i64,
+        stride: i64,
+    ) -> Self {
+        let padding = k / 2;
+        Stage {
+            conv: conv(conv_path, cin, cout, k, stride, padding),
+            bn: bn(bn_path, cout),
             stride,
+            padding,
         }
     }
 
     /// `train`: batch norm normalises with the batch's statistics and updates its running ones.
     fn forward(&self, x: &tch::Tensor, train: bool) -> tch::Tensor {
-        let y = x.apply(&self.conv1).apply_t(&self.bn1, train).relu();
-        let y = y.apply(&self.conv2).apply_t(&self.bn2, train).relu();
-        let y = y.apply(&self.conv3).apply_t(&self.bn3, train);
-        let identity = match &self.downsample {
-            Some((c, b)) => x.apply(c).apply_t(b, train),
-            None => x.shallow_clone(),
-        };
-        (y + identity).relu()
+        x.apply(&self.conv).apply_t(&self.bn, train)
     }
 
-    fn fold(&self) -> Result<FoldedBlock, tch::TchError> {
-        Ok(FoldedBlock {
-            convs: vec![
-                ConvBn::fold((&self.conv1, 1, 0), &self.bn1, BN_EPS)?,
-                ConvBn::fold((&self.conv2, self.stride, 1), &self.bn2, BN_EPS)?,
-                ConvBn::fold((&self.conv3, 1, 0), &self.bn3, BN_EPS)?,
-            ],
-            downsample: fold_downsample(&self.downsample, self.stride)?,
-        })
+    fn fold(&self) -> Result<ConvBn, tch::TchError> {
+        ConvBn::fold((&self.conv, self.stride, self.padding), &self.bn, BN_EPS)
     }
 }
 
-/// A block's downsampling 1x1 convolution (with the block's stride) and batch norm, folded.
-fn fold_downsample(
-    d: &Option<(nn::Conv2D, nn::BatchNorm)>,
-    stride: i64,
-) -> Result<Option<ConvBn>, tch::TchError> {
-    d.as_ref()
-        .map(|(c, b)| ConvBn::fold((c, stride, 0), b, BN_EPS))
-        .transpose()
-}
-
-/// torchvision's `BasicBlock`: two 3x3 convs (the first with the stride).
-pub(crate) struct Basic {
-    conv1: nn::Conv2D,
-    bn1: nn::BatchNorm,
-    conv2: nn::Conv2D,
-    bn2: nn::BatchNorm,
-    downsample: Option<(nn::Conv2D, nn::BatchNorm)>,
-    stride: i64,
-}
-
-impl Basic {
-    fn new(p: &nn::Path, cin: i64, width: i64, stride: i64) -> Self {
-        let downsample = (stride != 1 || cin != width).then(|| {
-            (
-                conv(p / "downsample" / "0", cin, width, 1, stride, 0),
-                bn(p / "downsample" / "1", width),
-            )
-        });
-        Basic {
-            conv1: conv(p / "conv1", cin, width, 3, stride, 1),
-            bn1: bn(p / "bn1", width),
-            conv2: conv(p / "conv2", width, width, 3, 1, 1),
-            bn2: bn(p / "bn2", width),
-            downsample,
-            stride,
-        }
-    }
-
-    fn forward(&self, x: &tch::Tensor, train: bool) -> tch::Tensor {
-        let y = x.apply(&self.conv1).apply_t(&self.bn1, train).relu();
-        let y = y.apply(&self.conv2).apply_t(&self.bn2, train);
-        let identity = match &self.downsample {
-            Some((c, b)) => x.apply(c).apply_t(b, train),
-            None => x.shallow_clone(),
-        };
-        (y + identity).relu()
-    }
-
-    fn fold(&self) -> Result<FoldedBlock, tch::TchError> {
-        Ok(FoldedBlock {
-            convs: vec![
-                ConvBn::fold((&self.conv1, self.stride, 1), &self.bn1, BN_EPS)?,
-                ConvBn::fold((&self.conv2, 1, 1), &self.bn2, BN_EPS)?,
-            ],
-            downsample: fold_downsample(&self.downsample, self.stride)?,
-        })
-    }
-}
-
-/// A residual block of either kind.
-pub(crate) enum Block {
-    Basic(Box<Basic>),
-    Bottleneck(Box<Bottleneck>),
+/// A residual block: torchvision's `Bottleneck` (1x1, 3x3 with the stride, 1x1 four times wider)
+/// or `BasicBlock` (two 3x3, the first with the stride), a ReLU after every stage but the last,
+/// then the identity (or the downsampling 1x1 convolution) added and a ReLU.
+pub(crate) struct Block {
+    stages: Vec<Stage>,
+    downsample: Option<Stage>,
 }
 
 impl Block {
+    fn new(p: &nn::Path, cin: i64, width: i64, stride: i64, bottleneck: bool) -> Self {
+        let stage = |i: usize, cin, cout, k, stride| {
+            Stage::new(
+                p / format!("conv{i}"),
+                p / format!("bn{i}"),
+                cin,
+                cout,
+                k,
+                stride,
+            )
+        };
+        let (stages, cout) = if bottleneck {
+            let cout = width * 4;
+            let stages = vec![
+                stage(1, cin, width, 1, 1),
+                stage(2, width, width, 3, stride),
+                stage(3, width, cout, 1, 1),
+            ];
+            (stages, cout)
+        } else {
+            let stages = vec![
+                stage(1, cin, width, 3, stride),
+                stage(2, width, width, 3, 1),
+            ];
+            (stages, width)
+        };
+        let downsample = (stride != 1 || cin != cout).then(|| {
+            let d = p / "downsample";
+            Stage::new(&d / "0", &d / "1", cin, cout, 1, stride)
+        });
+        Block { stages, downsample }
+    }
+
     pub(crate) fn forward(&self, x: &tch::Tensor, train: bool) -> tch::Tensor {
-        match self {
-            Block::Basic(b) => b.forward(x, train),
-            Block::Bottleneck(b) => b.forward(x, train),
+        let mut y = x.shallow_clone();
+        for (i, stage) in self.stages.iter().enumerate() {
+            y = stage.forward(&y, train);
+            if i + 1 < self.stages.len() {
+                y = y.relu();
+            }
         }
+        let identity = match &self.downsample {
+            Some(d) => d.forward(x, train),
+            None => x.shallow_clone(),
+        };
+        (y + identity).relu()
     }
 
     pub(crate) fn fold(&self) -> Result<FoldedBlock, tch::TchError> {
-        match self {
-            Block::Basic(b) => b.fold(),
-            Block::Bottleneck(b) => b.fold(),
-        }
+        Ok(FoldedBlock {
+            convs: self
+                .stages
+                .iter()
+                .map(Stage::fold)
+                .collect::<Result<_, _>>()?,
+            downsample: self.downsample.as_ref().map(Stage::fold).transpose()?,
+        })
     }
 }
 
@@ -182,11 +149,7 @@ pub(crate) fn build(root: &nn::Path, arch: Arch) -> (nn::Conv2D, nn::BatchNorm, 
         let mut layer = Vec::new();
         for b in 0..n {
             let (p, s) = (&lp / b, if b == 0 { stride } else { 1 });
-            layer.push(if arch.bottleneck {
-                Block::Bottleneck(Box::new(Bottleneck::new(&p, cin, width, s)))
-            } else {
-                Block::Basic(Box::new(Basic::new(&p, cin, width, s)))
-            });
+            layer.push(Block::new(&p, cin, width, s, arch.bottleneck));
             cin = width * arch.expansion();
         }
         layers.push(layer);

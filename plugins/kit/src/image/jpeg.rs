@@ -43,27 +43,56 @@ pub(super) fn decode(bytes: &[u8], min_side: Option<u32>) -> Result<Rgb, String>
     let turbo = TURBO.with_borrow_mut(|slot| {
         let turbo = match slot {
             Some(d) => d,
-            None => slot.insert(Decompressor::new().map_err(|e| e.to_string())?),
+            None => slot.insert(Decompressor::new().map_err(|e| Failed::Turbo(e.to_string()))?),
         };
         decode_turbo(turbo, bytes, min_side)
     });
-    turbo.or_else(|turbo_err| {
-        decode_zune(bytes).map_err(|zune_err| format!("{turbo_err} (zune-jpeg: {zune_err})"))
+    turbo.or_else(|failed| match failed {
+        Failed::Final(e) => Err(e),
+        Failed::Turbo(turbo_err) => {
+            decode_zune(bytes).map_err(|zune_err| format!("{turbo_err} (zune-jpeg: {zune_err})"))
+        }
     })
+}
+
+/// PIL's decompression-bomb limit (`Image.MAX_IMAGE_PIXELS` x 2, where PIL raises): a few hundred
+/// bytes can declare a 65535 x 65535 JPEG, whose decoding would take 12 GB and minutes.
+const MAX_PIXELS: u64 = 178_956_970;
+
+/// Why TurboJPEG did not decode a file: for `Turbo`, zune-jpeg tries; `Final` is the answer.
+enum Failed {
+    Turbo(String),
+    Final(String),
+}
+
+impl From<String> for Failed {
+    fn from(e: String) -> Self {
+        Failed::Turbo(e)
+    }
 }
 
 fn decode_turbo(
     turbo: &mut Decompressor,
     bytes: &[u8],
     min_side: Option<u32>,
-) -> Result<Rgb, String> {
-    let header = turbo.read_header(bytes).map_err(|e| match e {
-        // A header without a frame (image size) reads as width -1.
-        turbojpeg::Error::IntegerOverflow(_) => "no image size before the data ends".to_string(),
-        e => e.to_string(),
+) -> Result<Rgb, Failed> {
+    let header = turbo.read_header(bytes).map_err(|e| {
+        Failed::Turbo(match e {
+            // A header without a frame (image size) reads as width -1.
+            turbojpeg::Error::IntegerOverflow(_) => "no image size before the data ends".into(),
+            e => e.to_string(),
+        })
     })?;
+    let pixels = header.width as u64 * header.height as u64;
+    if pixels > MAX_PIXELS {
+        return Err(Failed::Final(format!(
+            "the JPEG declares {}x{} = {pixels} pixels, more than PIL's decompression-bomb limit \
+             of {MAX_PIXELS}; downscale the file or remove it from the split",
+            header.width, header.height
+        )));
+    }
     if matches!(header.colorspace, Colorspace::CMYK | Colorspace::YCCK) {
-        return decode_zune(bytes);
+        return decode_zune(bytes).map_err(Failed::Final);
     }
     let (w, h) = (dim(header.width)?, dim(header.height)?);
     let r = match min_side {

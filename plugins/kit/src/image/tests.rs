@@ -186,6 +186,28 @@ fn jpeg_with_a_libjpeg_warning_still_decodes() {
 }
 
 #[test]
+fn jpeg_declaring_a_huge_size_is_refused_before_decoding() {
+    // A 16x16 file whose frame header (SOF0: FF C0, length, precision, height, width) says
+    // 30000x30000: 900 M pixels, past PIL's decompression-bomb limit.
+    let dir = temp_dir("bomb");
+    let path = dir.join("bomb.jpg");
+    write_photo(&path, 16, 16);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let sof = bytes.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+    bytes[sof + 5..sof + 9].copy_from_slice(&[0x75, 0x30, 0x75, 0x30]);
+    std::fs::write(&path, &bytes).unwrap();
+    for min_side in [None, Some(224)] {
+        let err = format!("{:?}", load_rgb_at_least(&path, min_side).err().unwrap());
+        assert!(
+            err.contains("bomb.jpg") && err.contains("30000x30000"),
+            "{err}"
+        );
+        assert!(err.contains("decompression-bomb limit"), "{err}");
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
 fn corrupt_jpeg_error_names_the_file() {
     let dir = temp_dir("corrupt");
     let path = dir.join("bad.jpg");
